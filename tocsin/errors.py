@@ -1,0 +1,57 @@
+"""The exceptions tocsin raises at its boundaries; each names what is wrong."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class TocsinError(Exception):
+    """Base class of every error tocsin raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a definition: where (`steps[0].progress[1].to_step`), a code, a message."""
+
+    location: str
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.location or '<definition>'}: {self.message} [{self.code}]"
+
+
+class DefinitionError(TocsinError, ValueError):
+    """A journey definition failed validation; `problems` lists every problem found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(str(p) for p in self.problems))
+
+    @property
+    def codes(self) -> list[str]:
+        return [p.code for p in self.problems]
+
+
+class DefinitionConflict(TocsinError):
+    """A (key, version) is already registered with a different checksum: definitions are immutable."""
+
+
+class DefinitionNotFound(TocsinError, LookupError):
+    """No registered definition has this key (and version)."""
+
+
+class RunNotFound(TocsinError, LookupError):
+    """No run has this id for this tenant."""
+
+
+class DeliveryNotFound(TocsinError, LookupError):
+    """No delivery has this id for this tenant."""
+
+
+class InvalidDeliveryTransition(TocsinError):
+    """A delivery status move that SPEC 2.4 does not allow; nothing was written."""
+
+
+class InvalidRequest(TocsinError, ValueError):
+    """An API call with an argument that cannot be valid (blank reason, unknown outcome, ...)."""
