@@ -1,0 +1,63 @@
+"""Channel adapters: the protocol, its errors, and the built-in in_app, log, webhook and smtp channels."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TypeAlias
+
+from tocsin.channels.base import (
+    Channel,
+    DeliveryBounced,
+    DeliveryError,
+    OutboundMessage,
+    PermanentDeliveryError,
+    SendReceipt,
+    TemporaryDeliveryError,
+)
+from tocsin.channels.in_app import InAppChannel
+from tocsin.channels.log import LogChannel
+from tocsin.channels.smtp import SmtpChannel
+from tocsin.channels.webhook import WebhookChannel
+from tocsin.errors import InvalidRequest
+
+# Adapters by channel name, as a journey step names its channel.
+ChannelRegistry: TypeAlias = Mapping[str, Channel]
+
+__all__ = [
+    "Channel",
+    "ChannelRegistry",
+    "DeliveryBounced",
+    "DeliveryError",
+    "InAppChannel",
+    "LogChannel",
+    "OutboundMessage",
+    "PermanentDeliveryError",
+    "SendReceipt",
+    "SmtpChannel",
+    "TemporaryDeliveryError",
+    "WebhookChannel",
+    "builtin_channels",
+]
+
+
+def builtin_channels(
+    *,
+    smtp: SmtpChannel | None = None,
+    webhook: WebhookChannel | None = None,
+    default_email: str = "log",
+) -> dict[str, Channel]:
+    """The built-in adapters: `in_app` and `log` always, `email` and `webhook` when configured.
+
+    Without `smtp`, the `email` channel is served by the built-in channel named `default_email`
+    (`"log"` prints emails, as the demo wants); `""` leaves email without an adapter, so its
+    deliveries fail with `no_channel_adapter`.
+    """
+    channels: dict[str, Channel] = {"in_app": InAppChannel(), "log": LogChannel()}
+    if default_email and default_email not in channels:
+        raise InvalidRequest(f"default_email must be one of {sorted(channels)} or '', not {default_email!r}")
+    email = smtp if smtp is not None else channels.get(default_email)
+    if email is not None:
+        channels["email"] = email
+    if webhook is not None:
+        channels["webhook"] = webhook
+    return channels
