@@ -1,0 +1,204 @@
+"""SQLAlchemy Core tables of the `tocsin` schema (SPEC 2). The migrations create them; tests check both agree."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+
+SCHEMA = "tocsin"
+
+RUN_STATES = ("active", "waiting", "completed", "stopped")
+TERMINAL_RUN_STATES = ("completed", "stopped")
+DELIVERY_STATUSES = ("pending", "dispatched", "succeeded", "failed", "suppressed", "cancelled")
+ATTEMPT_OUTCOMES = ("succeeded", "failed", "bounced", "rejected")
+ERROR_CLASSES = ("temporary", "permanent", "bounced", "unknown")
+TRANSITION_REASONS = (
+    "workflow_started",
+    "step_activated",
+    "waiting_for_step_progression",
+    "progressed_on_delivery_outcome",
+    "reactivated_from_wait",
+    "workflow_completed",
+    "workflow_stopped",
+    "signal_received",
+    "workflow_cancelled",
+    "step_limit_exceeded",
+)
+STATUS_REASONS = (
+    "workflow_started",
+    "waiting_for_step_progression",
+    "progressed_on_delivery_outcome",
+    "workflow_completed",
+    "workflow_stopped",
+    "stopped_by_signal",
+    "stopped_by_request",
+    "step_limit_exceeded",
+)
+
+metadata = MetaData(schema=SCHEMA)
+
+
+def one_of(column: str, values: tuple[str, ...], name: str) -> CheckConstraint:
+    """A CHECK that keeps an enum-like text column inside its vocabulary."""
+    quoted = ", ".join(f"'{v}'" for v in values)
+    return CheckConstraint(f"{column} IN ({quoted})", name=name)
+
+
+def tz(name: str, *, nullable: bool = False) -> Column[object]:
+    return Column(name, DateTime(timezone=True), nullable=nullable)
+
+
+workflow_definitions = Table(
+    "workflow_definitions",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("key", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("spec", JSONB, nullable=False),
+    Column("checksum", Text, nullable=False),
+    tz("created_at"),
+    UniqueConstraint("key", "version", name="workflow_definitions_key_version_key"),
+    CheckConstraint("version > 0", name="workflow_definitions_version_positive"),
+)
+
+workflow_runs = Table(
+    "workflow_runs",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("tenant_id", Text, nullable=False),
+    Column("definition_id", UUID(as_uuid=True), ForeignKey("workflow_definitions.id"), nullable=False),
+    Column("workflow_key", Text, nullable=False),
+    Column("workflow_version", Integer, nullable=False),
+    Column("recipient", Text, nullable=False),
+    Column("data", JSONB, nullable=False),
+    Column("idempotency_key", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("current_step", Text, nullable=False),
+    Column("step_activation", Integer, nullable=False),
+    tz("step_activated_at"),
+    Column("status_reason", Text, nullable=False),
+    Column("status_context", JSONB, nullable=False),
+    tz("due_at", nullable=True),
+    Column("pending_signals", ARRAY(Text), nullable=False, server_default=text("'{}'::text[]")),
+    Column("terminal_reason", Text, nullable=True),
+    Column("workflow_started", Boolean, nullable=False, server_default=text("false")),
+    tz("started_at"),
+    tz("last_transition_at"),
+    tz("created_at"),
+    tz("updated_at"),
+    UniqueConstraint("tenant_id", "idempotency_key", name="workflow_runs_tenant_idempotency_key"),
+    one_of("state", RUN_STATES, "workflow_runs_state_check"),
+    one_of("status_reason", STATUS_REASONS, "workflow_runs_status_reason_check"),
+    CheckConstraint("step_activation > 0", name="workflow_runs_step_activation_positive"),
+    CheckConstraint("(state = 'waiting') = (due_at IS NOT NULL)", name="workflow_runs_due_at_only_waiting"),
+    Index("workflow_runs_waiting_due", "state", "due_at", postgresql_where=text("state = 'waiting'")),
+    Index("workflow_runs_tenant_recipient_state", "tenant_id", "recipient", "state"),
+    Index(
+        "workflow_runs_unstarted",
+        "created_at",
+        postgresql_where=text("NOT workflow_started"),
+    ),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("run_id", UUID(as_uuid=True), ForeignKey("workflow_runs.id"), nullable=False),
+    Column("tenant_id", Text, nullable=False),
+    Column("step_key", Text, nullable=False),
+    Column("activation", Integer, nullable=False),
+    Column("channel", Text, nullable=False),
+    Column("recipient", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("suppression_reason", Text, nullable=True),
+    Column("content", JSONB, nullable=False),
+    Column("attempt_count", Integer, nullable=False, server_default=text("0")),
+    tz("terminal_at", nullable=True),
+    Column("provider_message_id", Text, nullable=True),
+    tz("read_at", nullable=True),
+    tz("seen_at", nullable=True),
+    tz("created_at"),
+    tz("updated_at"),
+    UniqueConstraint("run_id", "activation", name="deliveries_run_activation_key"),
+    one_of("status", DELIVERY_STATUSES, "deliveries_status_check"),
+    Index("deliveries_inbox", "tenant_id", "recipient", "channel", "created_at"),
+)
+
+delivery_attempts = Table(
+    "delivery_attempts",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("delivery_id", UUID(as_uuid=True), ForeignKey("deliveries.id"), nullable=False),
+    Column("attempt_number", Integer, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("error_class", Text, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("provider_message_id", Text, nullable=True),
+    Column("provider_response", JSONB, nullable=False),
+    tz("created_at"),
+    UniqueConstraint("delivery_id", "attempt_number", name="delivery_attempts_delivery_number_key"),
+    one_of("outcome", ATTEMPT_OUTCOMES, "delivery_attempts_outcome_check"),
+    one_of("error_class", ERROR_CLASSES, "delivery_attempts_error_class_check"),
+)
+
+signals = Table(
+    "signals",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("tenant_id", Text, nullable=False),
+    Column("recipient", Text, nullable=False),
+    Column("run_id", UUID(as_uuid=True), ForeignKey("workflow_runs.id"), nullable=True),
+    Column("name", Text, nullable=False),
+    Column("data", JSONB, nullable=False),
+    tz("created_at"),
+    Index("signals_tenant_recipient_created", "tenant_id", "recipient", "created_at"),
+)
+
+workflow_transitions = Table(
+    "workflow_transitions",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("run_id", UUID(as_uuid=True), ForeignKey("workflow_runs.id"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("step_key", Text, nullable=True),
+    Column("delivery_id", UUID(as_uuid=True), ForeignKey("deliveries.id"), nullable=True),
+    Column("from_state", Text, nullable=True),
+    Column("to_state", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("context", JSONB, nullable=False),
+    tz("created_at"),
+    UniqueConstraint("run_id", "seq", name="workflow_transitions_run_seq_key"),
+    one_of("reason", TRANSITION_REASONS, "workflow_transitions_reason_check"),
+)
+
+__all__ = [
+    "ATTEMPT_OUTCOMES",
+    "DELIVERY_STATUSES",
+    "ERROR_CLASSES",
+    "RUN_STATES",
+    "SCHEMA",
+    "TERMINAL_RUN_STATES",
+    "delivery_attempts",
+    "deliveries",
+    "metadata",
+    "signals",
+    "workflow_definitions",
+    "workflow_runs",
+    "workflow_transitions",
+]

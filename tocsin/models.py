@@ -1,0 +1,147 @@
+"""Pydantic models of the canonical rows, as the API and the engine return them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import RowMapping
+
+RunState = Literal["active", "waiting", "completed", "stopped"]
+DeliveryStatus = Literal["pending", "dispatched", "succeeded", "failed", "suppressed", "cancelled"]
+ProgressKind = Literal["advanced", "waiting", "completed", "stopped", "noop"]
+
+
+class Row(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    @classmethod
+    def of(cls, row: RowMapping) -> Any:
+        return cls.model_validate(dict(row))
+
+
+class DefinitionRecord(Row):
+    id: uuid.UUID
+    key: str
+    version: int
+    checksum: str
+    spec: dict[str, Any]
+    created_at: datetime
+
+
+class Run(Row):
+    id: uuid.UUID
+    tenant_id: str
+    definition_id: uuid.UUID
+    workflow_key: str
+    workflow_version: int
+    recipient: str
+    data: dict[str, Any]
+    idempotency_key: str
+    state: RunState
+    current_step: str
+    step_activation: int
+    step_activated_at: datetime
+    status_reason: str
+    status_context: dict[str, Any]
+    due_at: datetime | None
+    pending_signals: list[str]
+    terminal_reason: str | None
+    workflow_started: bool
+    started_at: datetime
+    last_transition_at: datetime
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def workflow_id(self) -> str:
+        return workflow_id(self.id)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("completed", "stopped")
+
+
+class Transition(Row):
+    id: int
+    run_id: uuid.UUID
+    seq: int
+    step_key: str | None
+    delivery_id: uuid.UUID | None
+    from_state: str | None
+    to_state: str
+    reason: str
+    context: dict[str, Any]
+    created_at: datetime
+
+
+class Delivery(Row):
+    id: uuid.UUID
+    run_id: uuid.UUID
+    tenant_id: str
+    step_key: str
+    activation: int
+    channel: str
+    recipient: str
+    status: DeliveryStatus
+    suppression_reason: str | None
+    content: dict[str, Any]
+    attempt_count: int
+    terminal_at: datetime | None
+    provider_message_id: str | None
+    read_at: datetime | None
+    seen_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class Attempt(Row):
+    id: int
+    delivery_id: uuid.UUID
+    attempt_number: int
+    outcome: str
+    error_class: str | None
+    error: str | None
+    provider_message_id: str | None
+    provider_response: dict[str, Any]
+    created_at: datetime
+
+
+class Signal(Row):
+    id: uuid.UUID
+    tenant_id: str
+    recipient: str
+    run_id: uuid.UUID | None
+    name: str
+    data: dict[str, Any]
+    created_at: datetime
+
+
+class RunDetail(BaseModel):
+    """A run with everything needed to explain it: its trail, its deliveries and their attempts."""
+
+    run: Run
+    transitions: list[Transition]
+    deliveries: list[Delivery]
+    attempts: list[Attempt]
+
+
+class Progress(BaseModel):
+    """What one `progress_run` decided. `deliveries` holds the next-step deliveries an advance planned."""
+
+    kind: ProgressKind
+    run: Run
+    deliveries: list[Delivery] = []
+    reason: str | None = None
+
+
+class RunPage(BaseModel):
+    runs: list[Run]
+    next_cursor: str | None
+
+
+def workflow_id(run_id: uuid.UUID | str) -> str:
+    """The Temporal workflow id of a run."""
+    return f"tocsin-run-{run_id}"

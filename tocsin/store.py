@@ -1,0 +1,166 @@
+"""Canonical row access shared by every decision: locking, updating a run, appending to the audit trail.
+
+Every function takes the open transaction's connection; none commits.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tocsin.db import tables as t
+from tocsin.errors import DeliveryNotFound, RunNotFound
+from tocsin.models import Attempt, Delivery, Run, Transition
+
+R = t.workflow_runs
+D = t.deliveries
+A = t.delivery_attempts
+T = t.workflow_transitions
+
+
+async def lock_run(conn: AsyncConnection, run_id: uuid.UUID, *, tenant_id: str | None = None) -> Run:
+    """The run row, locked FOR UPDATE until the transaction ends. A wrong tenant looks like no run."""
+    query = select(R).where(R.c.id == run_id).with_for_update()
+    if tenant_id is not None:
+        query = query.where(R.c.tenant_id == tenant_id)
+    row = (await conn.execute(query)).mappings().first()
+    if row is None:
+        raise RunNotFound(f"run {run_id} not found" + (f" for tenant {tenant_id!r}" if tenant_id else ""))
+    return Run.of(row)
+
+
+async def get_run(conn: AsyncConnection, run_id: uuid.UUID, *, tenant_id: str | None = None) -> Run:
+    query = select(R).where(R.c.id == run_id)
+    if tenant_id is not None:
+        query = query.where(R.c.tenant_id == tenant_id)
+    row = (await conn.execute(query)).mappings().first()
+    if row is None:
+        raise RunNotFound(f"run {run_id} not found" + (f" for tenant {tenant_id!r}" if tenant_id else ""))
+    return Run.of(row)
+
+
+async def update_run(conn: AsyncConnection, run_id: uuid.UUID, *, now: datetime, **values: Any) -> Run:
+    """Move a run; every move is also a transition, so `last_transition_at` moves with it."""
+    row = (
+        await conn.execute(
+            update(R)
+            .where(R.c.id == run_id)
+            .values(updated_at=now, last_transition_at=now, **values)
+            .returning(*R.c)
+        )
+    ).mappings().one()
+    return Run.of(row)
+
+
+async def lock_delivery(
+    conn: AsyncConnection, delivery_id: uuid.UUID, *, tenant_id: str | None = None
+) -> Delivery:
+    query = select(D).where(D.c.id == delivery_id).with_for_update()
+    if tenant_id is not None:
+        query = query.where(D.c.tenant_id == tenant_id)
+    row = (await conn.execute(query)).mappings().first()
+    if row is None:
+        raise DeliveryNotFound(
+            f"delivery {delivery_id} not found" + (f" for tenant {tenant_id!r}" if tenant_id else "")
+        )
+    return Delivery.of(row)
+
+
+async def lock_step_delivery(conn: AsyncConnection, run_id: uuid.UUID, activation: int) -> Delivery | None:
+    query = select(D).where(D.c.run_id == run_id, D.c.activation == activation).with_for_update()
+    row = (await conn.execute(query)).mappings().first()
+    return Delivery.of(row) if row else None
+
+
+async def update_delivery(
+    conn: AsyncConnection, delivery_id: uuid.UUID, *, now: datetime, **values: Any
+) -> Delivery:
+    row = (
+        await conn.execute(
+            update(D).where(D.c.id == delivery_id).values(updated_at=now, **values).returning(*D.c)
+        )
+    ).mappings().one()
+    return Delivery.of(row)
+
+
+async def latest_attempt(conn: AsyncConnection, delivery_id: uuid.UUID) -> Attempt | None:
+    query = select(A).where(A.c.delivery_id == delivery_id).order_by(A.c.attempt_number.desc()).limit(1)
+    row = (await conn.execute(query)).mappings().first()
+    return Attempt.of(row) if row else None
+
+
+async def insert_attempt(
+    conn: AsyncConnection,
+    delivery_id: uuid.UUID,
+    *,
+    now: datetime,
+    outcome: str,
+    error_class: str | None = None,
+    error: str | None = None,
+    provider_message_id: str | None = None,
+    provider_response: dict[str, Any] | None = None,
+) -> Attempt:
+    """Append an attempt row, numbered after the last one (the caller holds the delivery's lock)."""
+    number = await conn.scalar(
+        select(func.coalesce(func.max(A.c.attempt_number), 0) + 1).where(A.c.delivery_id == delivery_id)
+    )
+    row = (
+        await conn.execute(
+            insert(A)
+            .values(
+                delivery_id=delivery_id,
+                attempt_number=number,
+                outcome=outcome,
+                error_class=error_class,
+                error=error,
+                provider_message_id=provider_message_id,
+                provider_response=provider_response or {},
+                created_at=now,
+            )
+            .returning(*A.c)
+        )
+    ).mappings().one()
+    return Attempt.of(row)
+
+
+async def append_transition(
+    conn: AsyncConnection,
+    run: Run,
+    *,
+    now: datetime,
+    reason: str,
+    from_state: str | None,
+    to_state: str,
+    context: dict[str, Any],
+    step_key: str | None = None,
+    delivery_id: uuid.UUID | None = None,
+) -> Transition:
+    """Append one row to the run's audit trail with the next `seq` (the caller holds the run's lock)."""
+    seq = await conn.scalar(select(func.coalesce(func.max(T.c.seq), 0) + 1).where(T.c.run_id == run.id))
+    row = (
+        await conn.execute(
+            insert(T)
+            .values(
+                run_id=run.id,
+                seq=seq,
+                step_key=step_key,
+                delivery_id=delivery_id,
+                from_state=from_state,
+                to_state=to_state,
+                reason=reason,
+                context=context,
+                created_at=now,
+            )
+            .returning(*T.c)
+        )
+    ).mappings().one()
+    return Transition.of(row)
+
+
+def iso(moment: datetime | None) -> str | None:
+    """Timestamps inside jsonb contexts are ISO-8601 strings."""
+    return moment.isoformat() if moment is not None else None
