@@ -211,19 +211,14 @@ async def attempts(db: Database, delivery_id: uuid.UUID) -> list[dict[str, Any]]
 
 
 async def delivery_at(db: Database, run_id: uuid.UUID, activation: int) -> dict[str, Any]:
-    (row,) = await rows(
-        db, t.deliveries, t.deliveries.c.run_id == run_id, t.deliveries.c.activation == activation
-    )
+    (row,) = await rows(db, t.deliveries, t.deliveries.c.run_id == run_id, t.deliveries.c.activation == activation)
     return row
 
 
 async def counts(db: Database) -> dict[str, int]:
     """Rows per table."""
     async with db.transaction() as conn:
-        return {
-            table.name: int(await conn.scalar(select(func.count()).select_from(table)) or 0)
-            for table, _ in TABLES
-        }
+        return {table.name: int(await conn.scalar(select(func.count()).select_from(table)) or 0) for table, _ in TABLES}
 
 
 async def snapshot(db: Database) -> dict[str, list[dict[str, Any]]]:
