@@ -23,9 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tocsin.errors import DefinitionError, Problem
 from tocsin.templates import template_problems
 
-Outcome = Literal[
-    "delivered", "suppressed", "temporary_failure", "retries_exhausted", "permanent_failure", "bounced"
-]
+Outcome = Literal["delivered", "suppressed", "temporary_failure", "retries_exhausted", "permanent_failure", "bounced"]
 Anchor = Literal["prior_delivery_terminal_at", "step_activated_at"]
 
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
@@ -125,9 +123,7 @@ class WorkflowDefinition(BaseModel):
         raise KeyError(key)
 
     def canonical_json(self) -> str:
-        return json.dumps(
-            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        )
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     def checksum(self) -> str:
         """sha256 of the canonical JSON: equal for definitions that differ only in how they were written."""
@@ -278,9 +274,7 @@ class _Checker:
             raw_steps = ()
         # Rules may point forward (and back, for cycles): collect every step key before checking them.
         step_keys = {
-            step["key"]
-            for step in raw_steps
-            if isinstance(step, Mapping) and isinstance(step.get("key"), str)
+            step["key"] for step in raw_steps if isinstance(step, Mapping) and isinstance(step.get("key"), str)
         }
         seen: set[str] = set()
         steps = [self.step(step, f"steps[{i}]", step_keys, seen) for i, step in enumerate(raw_steps)]
@@ -307,9 +301,7 @@ class _Checker:
             self.add(f"{location}.progress", "unknown_rule_kind", "progress must be a list of rules")
             raw_progress = ()
         progress = self.progress(raw_progress, f"{location}.progress", step_keys)
-        retry = (
-            self.retry(raw["retry"], f"{location}.retry") if "retry" in raw else _DEFAULT_RETRY.model_dump()
-        )
+        retry = self.retry(raw["retry"], f"{location}.retry") if "retry" in raw else _DEFAULT_RETRY.model_dump()
         return {
             "key": key,
             "channel": raw.get("channel"),
@@ -319,9 +311,7 @@ class _Checker:
             "retry": retry,
         }
 
-    def progress(
-        self, raw_rules: list[Any] | tuple[Any, ...], location: str, step_keys: set[str]
-    ) -> list[object]:
+    def progress(self, raw_rules: list[Any] | tuple[Any, ...], location: str, step_keys: set[str]) -> list[object]:
         rules: list[object] = []
         has_wait = False
         outcomes: set[str] = set()
@@ -376,9 +366,7 @@ class _Checker:
             "anchor": anchor,
             "delay_seconds": self.delay(raw, location),
             "to_step": self.to_step(raw, location, step_keys),
-            "cancel_signals": self.cancel_signals(
-                raw.get("cancel_signals", ()), f"{location}.cancel_signals"
-            ),
+            "cancel_signals": self.cancel_signals(raw.get("cancel_signals", ()), f"{location}.cancel_signals"),
         }
 
     def delay(self, raw: Mapping[str, Any], location: str) -> object:
@@ -392,9 +380,7 @@ class _Checker:
                 self.add(f"{location}.delay", "invalid_delay", str(exc))
                 return None
         if "delay_seconds" not in raw:
-            self.add(
-                f"{location}.delay_seconds", "invalid_delay", "a wait_until rule needs delay_seconds or delay"
-            )
+            self.add(f"{location}.delay_seconds", "invalid_delay", "a wait_until rule needs delay_seconds or delay")
             return None
         seconds = raw["delay_seconds"]
         if not _is_positive_int(seconds):
@@ -426,14 +412,10 @@ class _Checker:
         self.unexpected(raw, _RETRY_FIELDS, location)
         max_attempts = raw.get("max_attempts", _DEFAULT_RETRY.max_attempts)
         if not _is_positive_int(max_attempts):
-            self.add(
-                f"{location}.max_attempts", "invalid_retry", f"must be an int >= 1, got {max_attempts!r}"
-            )
+            self.add(f"{location}.max_attempts", "invalid_retry", f"must be an int >= 1, got {max_attempts!r}")
         coefficient = raw.get("backoff_coefficient", _DEFAULT_RETRY.backoff_coefficient)
         if isinstance(coefficient, bool) or not isinstance(coefficient, int | float):
-            self.add(
-                f"{location}.backoff_coefficient", "invalid_retry", f"must be a number, got {coefficient!r}"
-            )
+            self.add(f"{location}.backoff_coefficient", "invalid_retry", f"must be a number, got {coefficient!r}")
         elif not (math.isfinite(coefficient) and coefficient >= 1):
             self.add(f"{location}.backoff_coefficient", "invalid_retry", f"must be >= 1, got {coefficient!r}")
         else:
@@ -441,9 +423,7 @@ class _Checker:
         initial = self.interval(raw, location, "initial_interval", _DEFAULT_RETRY.initial_interval_seconds)
         maximum = self.interval(raw, location, "maximum_interval", _DEFAULT_RETRY.maximum_interval_seconds)
         if initial is not None and maximum is not None and maximum < initial:
-            self.add(
-                location, "invalid_retry", f"maximum interval {maximum}s is below the initial {initial}s"
-            )
+            self.add(location, "invalid_retry", f"maximum interval {maximum}s is below the initial {initial}s")
         return {
             "max_attempts": max_attempts,
             "initial_interval_seconds": initial,

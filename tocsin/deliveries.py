@@ -21,7 +21,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "failed": frozenset({"dispatched", "cancelled"}),
 }
 
-SendKind = Literal["succeeded", "accepted", "temporary", "permanent", "bounced", "rejected"]
+SendKind = Literal["succeeded", "accepted", "temporary", "permanent", "bounced", "rejected", "suppressed", "unknown"]
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,9 @@ class SendResult:
     """What one send (or one piece of provider feedback) found out.
 
     `accepted`: the provider took the message but confirms delivery later (record_delivery_outcome), so the
-    delivery stays `dispatched`. `rejected`: tocsin itself refused to send (render failure, policy).
+    delivery stays `dispatched`. `rejected`: tocsin could not send it (render failure, no adapter).
+    `suppressed`: the policy hook chose not to send; `error` is the suppression reason.
+    `unknown`: the adapter failed in a way it did not classify; retried like a temporary failure.
     """
 
     kind: SendKind
@@ -46,14 +48,14 @@ EFFECTS: dict[SendKind, tuple[str, str | None, str | None, str | None]] = {
     "permanent": ("failed", "permanent", "cancelled", "permanent_failure"),
     "bounced": ("bounced", "bounced", "cancelled", "bounced"),
     "rejected": ("rejected", "permanent", "cancelled", "permanent_failure"),
+    "suppressed": ("rejected", None, "suppressed", None),
+    "unknown": ("failed", "unknown", "failed", None),
 }
 
 
 def check_move(delivery: Delivery, to: str) -> None:
     if to not in ALLOWED.get(delivery.status, frozenset()):
-        raise InvalidDeliveryTransition(
-            f"delivery {delivery.id} cannot move from {delivery.status!r} to {to!r}"
-        )
+        raise InvalidDeliveryTransition(f"delivery {delivery.id} cannot move from {delivery.status!r} to {to!r}")
 
 
 async def move(
@@ -79,15 +81,15 @@ async def begin_attempt(conn: AsyncConnection, delivery: Delivery, *, now: datet
     return await move(conn, delivery, "dispatched", now=now, attempt_count=delivery.attempt_count + 1)
 
 
-async def apply_result(
-    conn: AsyncConnection, delivery: Delivery, result: SendResult, *, now: datetime
-) -> Delivery:
+async def apply_result(conn: AsyncConnection, delivery: Delivery, result: SendResult, *, now: datetime) -> Delivery:
     """Record the attempt row and, if the delivery is in flight, move its status.
 
     A result that arrives when the delivery is no longer `dispatched` (a late bounce after success, a
     duplicate of an attempt already recorded) is kept as evidence only: it never moves the status.
     """
     outcome, error_class, status, reason = EFFECTS[result.kind]
+    if result.kind == "suppressed":
+        reason = result.error
     await store.insert_attempt(
         conn,
         delivery.id,
@@ -111,9 +113,7 @@ async def mark_dispatched(db: Database, delivery_id: uuid.UUID, *, now: datetime
         return await begin_attempt(conn, await store.lock_delivery(conn, delivery_id), now=now)
 
 
-async def record_attempt(
-    db: Database, delivery_id: uuid.UUID, result: SendResult, *, now: datetime
-) -> Delivery:
+async def record_attempt(db: Database, delivery_id: uuid.UUID, result: SendResult, *, now: datetime) -> Delivery:
     async with db.transaction() as conn:
         return await apply_result(conn, await store.lock_delivery(conn, delivery_id), result, now=now)
 
@@ -132,6 +132,6 @@ async def exhaust_delivery(db: Database, delivery_id: uuid.UUID, *, now: datetim
             return delivery
         if delivery.status != "failed":
             raise InvalidDeliveryTransition(
-                f"delivery {delivery.id} is {delivery.status!r}: only a failed delivery can exhaust its retries"
+                f"delivery {delivery.id} is {delivery.status!r}: only a failed one can exhaust its retries"
             )
         return await move(conn, delivery, "cancelled", now=now, suppression_reason="retries_exhausted")

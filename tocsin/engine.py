@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tocsin import store
 from tocsin.db import Database
 from tocsin.db import tables as t
-from tocsin.deliveries import move
 from tocsin.definitions import OnOutcomeRule, WaitUntilRule, WorkflowDefinition
+from tocsin.deliveries import move
 from tocsin.errors import DefinitionNotFound, InvalidRequest
 from tocsin.models import Delivery, Progress, Run
 from tocsin.outcome import Branchable, outcome_of
@@ -52,58 +52,77 @@ async def create_run(
             raise InvalidRequest(f"{name} must not be blank")
     async with db.transaction() as conn:
         existing = (
-            await conn.execute(
-                select(R).where(R.c.tenant_id == tenant_id, R.c.idempotency_key == idempotency_key)
-            )
-        ).mappings().first()
+            (await conn.execute(select(R).where(R.c.tenant_id == tenant_id, R.c.idempotency_key == idempotency_key)))
+            .mappings()
+            .first()
+        )
         if existing is not None:
             return Run.of(existing), False
         definition_id, definition = await _find_definition(db, conn, workflow_key, version)
         first = definition.first_step
         run_id = uuid.uuid4()
         row = (
-            await conn.execute(
-                insert(R)
-                .values(
-                    id=run_id,
-                    tenant_id=tenant_id,
-                    definition_id=definition_id,
-                    workflow_key=definition.key,
-                    workflow_version=definition.version,
-                    recipient=recipient,
-                    data=data or {},
-                    idempotency_key=idempotency_key,
-                    state="active",
-                    current_step=first.key,
-                    step_activation=1,
-                    step_activated_at=now,
-                    status_reason="workflow_started",
-                    status_context={"source": "start_run"},
-                    started_at=now,
-                    last_transition_at=now,
-                    created_at=now,
-                    updated_at=now,
+            (
+                await conn.execute(
+                    insert(R)
+                    .values(
+                        id=run_id,
+                        tenant_id=tenant_id,
+                        definition_id=definition_id,
+                        workflow_key=definition.key,
+                        workflow_version=definition.version,
+                        recipient=recipient,
+                        data=data or {},
+                        idempotency_key=idempotency_key,
+                        state="active",
+                        current_step=first.key,
+                        step_activation=1,
+                        step_activated_at=now,
+                        status_reason="workflow_started",
+                        status_context={"source": "start_run"},
+                        started_at=now,
+                        last_transition_at=now,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                    # A concurrent twin with the same key may win the race: then we return its run.
+                    .on_conflict_do_nothing(index_elements=[R.c.tenant_id, R.c.idempotency_key])
+                    .returning(*R.c)
                 )
-                # A concurrent twin with the same key may win the race: then we return its run.
-                .on_conflict_do_nothing(index_elements=[R.c.tenant_id, R.c.idempotency_key])
-                .returning(*R.c)
             )
-        ).mappings().first()
+            .mappings()
+            .first()
+        )
         if row is None:
             twin = (
-                await conn.execute(
-                    select(R).where(R.c.tenant_id == tenant_id, R.c.idempotency_key == idempotency_key)
+                (
+                    await conn.execute(
+                        select(R).where(R.c.tenant_id == tenant_id, R.c.idempotency_key == idempotency_key)
+                    )
                 )
-            ).mappings().one()
+                .mappings()
+                .one()
+            )
             return Run.of(twin), False
         run = Run.of(row)
         await store.append_transition(
-            conn, run, now=now, reason="workflow_started", from_state=None, to_state="active",
+            conn,
+            run,
+            now=now,
+            reason="workflow_started",
+            from_state=None,
+            to_state="active",
             context={"source": "start_run"},
         )
         await store.append_transition(
-            conn, run, now=now, reason="step_activated", from_state="active", to_state="active",
-            step_key=first.key, context={"step_key": first.key, "source": "start_run"},
+            conn,
+            run,
+            now=now,
+            reason="step_activated",
+            from_state="active",
+            to_state="active",
+            step_key=first.key,
+            context={"step_key": first.key, "source": "start_run"},
         )
         await plan_next_step_delivery(conn, run, first, now=now)
         return run, True
@@ -128,11 +147,14 @@ async def progress_run(db: Database, run_id: uuid.UUID, *, now: datetime) -> Pro
         return await _progress_locked(db, conn, run, now=now)
 
 
-async def progress_due_runs(db: Database, *, now: datetime, limit: int = 1000) -> list[Progress]:
+async def progress_due_runs(
+    db: Database, *, now: datetime, limit: int = 1000, overdue_by: timedelta = timedelta(0)
+) -> list[Progress]:
     """Progress waiting runs whose gate is due, oldest first, one transaction each (SPEC 4.9).
 
     FOR UPDATE SKIP LOCKED: concurrent sweepers (and a workflow progressing the same run) never collide,
-    and a run that another transaction holds is simply left to it.
+    and a run that another transaction holds is simply left to it. `overdue_by` leaves alone the runs whose
+    own workflow timer is about to fire (the reconcile sweep only rescues lost timers).
     """
     results: list[Progress] = []
     seen: list[uuid.UUID] = []
@@ -140,7 +162,7 @@ async def progress_due_runs(db: Database, *, now: datetime, limit: int = 1000) -
         async with db.transaction() as conn:
             query = (
                 select(R)
-                .where(R.c.state == "waiting", R.c.due_at <= now)
+                .where(R.c.state == "waiting", R.c.due_at <= now - overdue_by)
                 .order_by(R.c.due_at, R.c.id)
                 .limit(1)
                 .with_for_update(skip_locked=True)
@@ -156,9 +178,7 @@ async def progress_due_runs(db: Database, *, now: datetime, limit: int = 1000) -
     return results
 
 
-async def cancel_run(
-    db: Database, run_id: uuid.UUID, *, tenant_id: str, reason: str, now: datetime
-) -> Run:
+async def cancel_run(db: Database, run_id: uuid.UUID, *, tenant_id: str, reason: str, now: datetime) -> Run:
     """Stop an active or waiting run on request (SPEC 4.8); a finished run is returned as it is."""
     if not reason or not reason.strip():
         raise InvalidRequest("a cancel reason must not be blank")
@@ -178,17 +198,27 @@ async def cancel_run(
             pending_signals=[],
         )
         await store.append_transition(
-            conn, run, now=now, reason="workflow_cancelled", from_state=run.state, to_state="stopped",
-            step_key=run.current_step, context={"reason": reason},
+            conn,
+            run,
+            now=now,
+            reason="workflow_cancelled",
+            from_state=run.state,
+            to_state="stopped",
+            step_key=run.current_step,
+            context={"reason": reason},
         )
         open_deliveries = (
-            await conn.execute(
-                select(D)
-                .where(D.c.run_id == run.id, D.c.status.in_(("pending", "failed")))
-                .order_by(D.c.activation)
-                .with_for_update()
+            (
+                await conn.execute(
+                    select(D)
+                    .where(D.c.run_id == run.id, D.c.status.in_(("pending", "failed")))
+                    .order_by(D.c.activation)
+                    .with_for_update()
+                )
             )
-        ).mappings().all()
+            .mappings()
+            .all()
+        )
         for row in open_deliveries:
             await move(conn, Delivery.of(row), "cancelled", now=now, suppression_reason="run_cancelled")
         return stopped
@@ -221,12 +251,24 @@ async def _progress_locked(db: Database, conn: AsyncConnection, run: Run, *, now
         case Halt(rule, branch):
             context = _terminal_context("stop", branch, delivery)
             stopped = await store.update_run(
-                conn, run.id, now=now, state="stopped", status_reason="workflow_stopped",
-                status_context=context, terminal_reason=f"rule:{rule.outcome}",
+                conn,
+                run.id,
+                now=now,
+                state="stopped",
+                status_reason="workflow_stopped",
+                status_context=context,
+                terminal_reason=f"rule:{rule.outcome}",
             )
             await store.append_transition(
-                conn, run, now=now, reason="workflow_stopped", from_state="active", to_state="stopped",
-                step_key=run.current_step, delivery_id=delivery.id, context=context,
+                conn,
+                run,
+                now=now,
+                reason="workflow_stopped",
+                from_state="active",
+                to_state="stopped",
+                step_key=run.current_step,
+                delivery_id=delivery.id,
+                context=context,
             )
             return Progress(kind="stopped", run=stopped)
         case EnterWait(rule, branch):
@@ -234,12 +276,23 @@ async def _progress_locked(db: Database, conn: AsyncConnection, run: Run, *, now
         case Complete(branch):
             context = _terminal_context("implicit_completion", branch, delivery)
             completed = await store.update_run(
-                conn, run.id, now=now, state="completed", status_reason="workflow_completed",
+                conn,
+                run.id,
+                now=now,
+                state="completed",
+                status_reason="workflow_completed",
                 status_context=context,
             )
             await store.append_transition(
-                conn, run, now=now, reason="workflow_completed", from_state="active", to_state="completed",
-                step_key=run.current_step, delivery_id=delivery.id, context=context,
+                conn,
+                run,
+                now=now,
+                reason="workflow_completed",
+                from_state="active",
+                to_state="completed",
+                step_key=run.current_step,
+                delivery_id=delivery.id,
+                context=context,
             )
             return Progress(kind="completed", run=completed)
     raise AssertionError("unreachable")  # pragma: no cover
@@ -274,12 +327,25 @@ async def _enter_wait(
         "to_step": rule.to_step,
     }
     waiting = await store.update_run(
-        conn, run.id, now=now, state="waiting", status_reason="waiting_for_step_progression",
-        status_context=context, due_at=due_at, pending_signals=list(rule.cancel_signals),
+        conn,
+        run.id,
+        now=now,
+        state="waiting",
+        status_reason="waiting_for_step_progression",
+        status_context=context,
+        due_at=due_at,
+        pending_signals=list(rule.cancel_signals),
     )
     await store.append_transition(
-        conn, run, now=now, reason="waiting_for_step_progression", from_state="active", to_state="waiting",
-        step_key=run.current_step, delivery_id=delivery.id, context=context,
+        conn,
+        run,
+        now=now,
+        reason="waiting_for_step_progression",
+        from_state="active",
+        to_state="waiting",
+        step_key=run.current_step,
+        delivery_id=delivery.id,
+        context=context,
     )
     return Progress(kind="waiting", run=waiting)
 
@@ -305,15 +371,28 @@ async def _outcome_advance(
         **branch.evidence,
     }
     await store.append_transition(
-        conn, run, now=now, reason="progressed_on_delivery_outcome", from_state="active", to_state="active",
-        step_key=run.current_step, delivery_id=delivery.id, context=context,
+        conn,
+        run,
+        now=now,
+        reason="progressed_on_delivery_outcome",
+        from_state="active",
+        to_state="active",
+        step_key=run.current_step,
+        delivery_id=delivery.id,
+        context=context,
     )
     if branch.outcome == "temporary_failure":
         # The run moved on: the failed delivery must never be retried behind its back.
         await move(conn, delivery, "cancelled", now=now, suppression_reason="superseded")
     return await _activate(
-        conn, run, definition, rule_kind="on_outcome", workflow_outcome=branch.outcome,
-        anchor_delivery_id=str(delivery.id), to_step=rule.to_step, now=now,
+        conn,
+        run,
+        definition,
+        rule_kind="on_outcome",
+        workflow_outcome=branch.outcome,
+        anchor_delivery_id=str(delivery.id),
+        to_step=rule.to_step,
+        now=now,
     )
 
 
@@ -326,13 +405,25 @@ async def _timed_advance(db: Database, conn: AsyncConnection, run: Run, *, now: 
     if _over_limit(run, definition):
         return await _stop_at_limit(conn, run, definition, "wait_until", to_step, delivery_id, now=now)
     await store.append_transition(
-        conn, run, now=now, reason="reactivated_from_wait", from_state="waiting", to_state="active",
-        step_key=run.current_step, delivery_id=delivery_id,
+        conn,
+        run,
+        now=now,
+        reason="reactivated_from_wait",
+        from_state="waiting",
+        to_state="active",
+        step_key=run.current_step,
+        delivery_id=delivery_id,
         context={**wait, "reactivated_at": store.iso(now)},
     )
     return await _activate(
-        conn, run, definition, rule_kind="wait_until", workflow_outcome="wait_elapsed",
-        anchor_delivery_id=anchor_delivery_id, to_step=to_step, now=now,
+        conn,
+        run,
+        definition,
+        rule_kind="wait_until",
+        workflow_outcome="wait_elapsed",
+        anchor_delivery_id=anchor_delivery_id,
+        to_step=to_step,
+        now=now,
     )
 
 
@@ -368,8 +459,14 @@ async def _activate(
         },
     )
     await store.append_transition(
-        conn, advanced, now=now, reason="step_activated", from_state="active", to_state="active",
-        step_key=to_step, context={"step_key": to_step, "source": "progression"},
+        conn,
+        advanced,
+        now=now,
+        reason="step_activated",
+        from_state="active",
+        to_state="active",
+        step_key=to_step,
+        context={"step_key": to_step, "source": "progression"},
     )
     planned = await plan_next_step_delivery(conn, advanced, definition.step(to_step), now=now)
     return Progress(kind="advanced", run=advanced, deliveries=[planned])
@@ -397,11 +494,25 @@ async def _stop_at_limit(
         "max_step_activations": definition.max_step_activations,
     }
     stopped = await store.update_run(
-        conn, run.id, now=now, state="stopped", status_reason="step_limit_exceeded", status_context=context,
-        terminal_reason="limit:max_step_activations", due_at=None, pending_signals=[],
+        conn,
+        run.id,
+        now=now,
+        state="stopped",
+        status_reason="step_limit_exceeded",
+        status_context=context,
+        terminal_reason="limit:max_step_activations",
+        due_at=None,
+        pending_signals=[],
     )
     await store.append_transition(
-        conn, run, now=now, reason="step_limit_exceeded", from_state=run.state, to_state="stopped",
-        step_key=run.current_step, delivery_id=delivery_id, context=context,
+        conn,
+        run,
+        now=now,
+        reason="step_limit_exceeded",
+        from_state=run.state,
+        to_state="stopped",
+        step_key=run.current_step,
+        delivery_id=delivery_id,
+        context=context,
     )
     return Progress(kind="stopped", run=stopped)

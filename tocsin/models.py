@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import RowMapping
@@ -18,7 +18,7 @@ class Row(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     @classmethod
-    def of(cls, row: RowMapping) -> Any:
+    def of(cls, row: RowMapping) -> Self:
         return cls.model_validate(dict(row))
 
 

@@ -10,8 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tocsin import store
 from tocsin.db import tables as t
-from tocsin.deliveries import SendResult, apply_result, move
 from tocsin.definitions import Step
+from tocsin.deliveries import SendResult, apply_result, move
 from tocsin.models import Delivery, Run
 from tocsin.templates import RenderError, render_content
 
@@ -54,4 +54,3 @@ async def plan_next_step_delivery(conn: AsyncConnection, run: Run, step: Step, *
         delivery = await move(conn, delivery, "suppressed", now=now, suppression_reason="render_failed")
         await apply_result(conn, delivery, SendResult("rejected", error=render_error), now=now)
     return delivery
-

@@ -41,8 +41,10 @@ async def register_definition(db: Database, source: DefinitionSource, *, now: da
             .on_conflict_do_nothing(index_elements=[W.c.key, W.c.version])
         )
         row = (
-            await conn.execute(select(W).where(W.c.key == definition.key, W.c.version == definition.version))
-        ).mappings().one()
+            (await conn.execute(select(W).where(W.c.key == definition.key, W.c.version == definition.version)))
+            .mappings()
+            .one()
+        )
         if row["checksum"] != checksum:
             raise DefinitionConflict(
                 f"definition {definition.key!r} version {definition.version} is already registered with "

@@ -45,9 +45,7 @@ async def stop_by_signal(conn: AsyncConnection, run: Run, signal: Signal, *, now
     return stopped
 
 
-async def earliest_cancelling_signal(
-    conn: AsyncConnection, run: Run, names: tuple[str, ...]
-) -> Signal | None:
+async def earliest_cancelling_signal(conn: AsyncConnection, run: Run, names: tuple[str, ...]) -> Signal | None:
     """A signal that would cancel the wait and was recorded since the step was activated (SPEC 4.3)."""
     if not names:
         return None
@@ -87,7 +85,22 @@ async def route_signal(
         if not value or not value.strip():
             raise InvalidRequest(f"signal {field_name} must not be blank")
     async with db.transaction() as conn:
-        row = (
+        return await route_in(conn, tenant_id, recipient, name, data, now=now, run_id=run_id)
+
+
+async def route_in(
+    conn: AsyncConnection,
+    tenant_id: str,
+    recipient: str,
+    name: str,
+    data: dict[str, Any] | None = None,
+    *,
+    now: datetime,
+    run_id: uuid.UUID | None = None,
+) -> list[uuid.UUID]:
+    """`route_signal` inside the caller's transaction."""
+    row = (
+        (
             await conn.execute(
                 insert(S)
                 .values(
@@ -101,20 +114,23 @@ async def route_signal(
                 )
                 .returning(*S.c)
             )
-        ).mappings().one()
-        signal = Signal.of(row)
-        query = (
-            select(R)
-            .where(R.c.tenant_id == tenant_id, R.c.recipient == recipient, R.c.state.in_(("active", "waiting")))
-            .order_by(R.c.id)
-            .with_for_update()
         )
-        if run_id is not None:
-            query = query.where(R.c.id == run_id)
-        stopped: list[uuid.UUID] = []
-        for candidate in (await conn.execute(query)).mappings().all():
-            run = Run.of(candidate)
-            if run.state == "waiting" and name in run.pending_signals:
-                await stop_by_signal(conn, run, signal, now=now)
-                stopped.append(run.id)
-        return stopped
+        .mappings()
+        .one()
+    )
+    signal = Signal.of(row)
+    query = (
+        select(R)
+        .where(R.c.tenant_id == tenant_id, R.c.recipient == recipient, R.c.state.in_(("active", "waiting")))
+        .order_by(R.c.id)
+        .with_for_update()
+    )
+    if run_id is not None:
+        query = query.where(R.c.id == run_id)
+    stopped: list[uuid.UUID] = []
+    for candidate in (await conn.execute(query)).mappings().all():
+        run = Run.of(candidate)
+        if run.state == "waiting" and name in run.pending_signals:
+            await stop_by_signal(conn, run, signal, now=now)
+            stopped.append(run.id)
+    return stopped

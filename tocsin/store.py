@@ -46,19 +46,21 @@ async def get_run(conn: AsyncConnection, run_id: uuid.UUID, *, tenant_id: str | 
 async def update_run(conn: AsyncConnection, run_id: uuid.UUID, *, now: datetime, **values: Any) -> Run:
     """Move a run; every move is also a transition, so `last_transition_at` moves with it."""
     row = (
-        await conn.execute(
-            update(R)
-            .where(R.c.id == run_id)
-            .values(updated_at=now, last_transition_at=now, **values)
-            .returning(*R.c)
+        (
+            await conn.execute(
+                update(R)
+                .where(R.c.id == run_id)
+                .values(updated_at=now, last_transition_at=now, **values)
+                .returning(*R.c)
+            )
         )
-    ).mappings().one()
+        .mappings()
+        .one()
+    )
     return Run.of(row)
 
 
-async def lock_delivery(
-    conn: AsyncConnection, delivery_id: uuid.UUID, *, tenant_id: str | None = None
-) -> Delivery:
+async def lock_delivery(conn: AsyncConnection, delivery_id: uuid.UUID, *, tenant_id: str | None = None) -> Delivery:
     query = select(D).where(D.c.id == delivery_id).with_for_update()
     if tenant_id is not None:
         query = query.where(D.c.tenant_id == tenant_id)
@@ -76,14 +78,12 @@ async def lock_step_delivery(conn: AsyncConnection, run_id: uuid.UUID, activatio
     return Delivery.of(row) if row else None
 
 
-async def update_delivery(
-    conn: AsyncConnection, delivery_id: uuid.UUID, *, now: datetime, **values: Any
-) -> Delivery:
+async def update_delivery(conn: AsyncConnection, delivery_id: uuid.UUID, *, now: datetime, **values: Any) -> Delivery:
     row = (
-        await conn.execute(
-            update(D).where(D.c.id == delivery_id).values(updated_at=now, **values).returning(*D.c)
-        )
-    ).mappings().one()
+        (await conn.execute(update(D).where(D.c.id == delivery_id).values(updated_at=now, **values).returning(*D.c)))
+        .mappings()
+        .one()
+    )
     return Delivery.of(row)
 
 
@@ -109,21 +109,25 @@ async def insert_attempt(
         select(func.coalesce(func.max(A.c.attempt_number), 0) + 1).where(A.c.delivery_id == delivery_id)
     )
     row = (
-        await conn.execute(
-            insert(A)
-            .values(
-                delivery_id=delivery_id,
-                attempt_number=number,
-                outcome=outcome,
-                error_class=error_class,
-                error=error,
-                provider_message_id=provider_message_id,
-                provider_response=provider_response or {},
-                created_at=now,
+        (
+            await conn.execute(
+                insert(A)
+                .values(
+                    delivery_id=delivery_id,
+                    attempt_number=number,
+                    outcome=outcome,
+                    error_class=error_class,
+                    error=error,
+                    provider_message_id=provider_message_id,
+                    provider_response=provider_response or {},
+                    created_at=now,
+                )
+                .returning(*A.c)
             )
-            .returning(*A.c)
         )
-    ).mappings().one()
+        .mappings()
+        .one()
+    )
     return Attempt.of(row)
 
 
@@ -142,22 +146,26 @@ async def append_transition(
     """Append one row to the run's audit trail with the next `seq` (the caller holds the run's lock)."""
     seq = await conn.scalar(select(func.coalesce(func.max(T.c.seq), 0) + 1).where(T.c.run_id == run.id))
     row = (
-        await conn.execute(
-            insert(T)
-            .values(
-                run_id=run.id,
-                seq=seq,
-                step_key=step_key,
-                delivery_id=delivery_id,
-                from_state=from_state,
-                to_state=to_state,
-                reason=reason,
-                context=context,
-                created_at=now,
+        (
+            await conn.execute(
+                insert(T)
+                .values(
+                    run_id=run.id,
+                    seq=seq,
+                    step_key=step_key,
+                    delivery_id=delivery_id,
+                    from_state=from_state,
+                    to_state=to_state,
+                    reason=reason,
+                    context=context,
+                    created_at=now,
+                )
+                .returning(*T.c)
             )
-            .returning(*T.c)
         )
-    ).mappings().one()
+        .mappings()
+        .one()
+    )
     return Transition.of(row)
 
 

@@ -31,10 +31,15 @@ class OutboundMessage(BaseModel):
 
 
 class SendReceipt(BaseModel):
-    """What a provider said when it accepted a message; recorded on the delivery attempt."""
+    """What a provider said when it accepted a message; recorded on the delivery attempt.
+
+    `awaiting_feedback`: the provider took the message but reports delivery later (a relay's bounce, a
+    delivery webhook). The delivery then stays `dispatched` until `record_delivery_outcome` settles it.
+    """
 
     provider_message_id: str | None = None
     provider_response: dict[str, Any] = Field(default_factory=dict)
+    awaiting_feedback: bool = False
 
 
 @runtime_checkable

@@ -40,6 +40,7 @@ class SmtpChannel:
         use_tls: bool = False,
         timeout: float = 30.0,
         message_id_domain: str = "tocsin.local",
+        await_feedback: bool = False,
     ) -> None:
         self._host = host
         self._port = port
@@ -50,6 +51,8 @@ class SmtpChannel:
         self._use_tls = use_tls
         self._timeout = timeout
         self._message_id_domain = message_id_domain
+        # A relay's 250 is not delivery: with await_feedback the delivery waits for the bounce/DSN report.
+        self._await_feedback = await_feedback
 
     async def send(self, message: OutboundMessage) -> SendReceipt:
         email = self._build(message)
@@ -78,10 +81,12 @@ class SmtpChannel:
             aiosmtplib.SMTPTimeoutError,
             OSError,
         ) as exc:
-            raise TemporaryDeliveryError(
-                "smtp_connection_error", provider_response=exception_detail(exc)
-            ) from exc
-        return SendReceipt(provider_message_id=email["Message-ID"], provider_response={"response": response})
+            raise TemporaryDeliveryError("smtp_connection_error", provider_response=exception_detail(exc)) from exc
+        return SendReceipt(
+            provider_message_id=email["Message-ID"],
+            provider_response={"response": response},
+            awaiting_feedback=self._await_feedback,
+        )
 
     def _build(self, message: OutboundMessage) -> EmailMessage:
         content = message.content
@@ -95,9 +100,7 @@ class SmtpChannel:
             email["Subject"] = str(content.get("subject", ""))
             email["Message-ID"] = f"<{message.idempotency_key}@{self._message_id_domain}>"
         except ValueError as exc:  # a header with a line break: rendered content that can never be sent
-            raise PermanentDeliveryError(
-                "invalid_email_header", provider_response=exception_detail(exc)
-            ) from exc
+            raise PermanentDeliveryError("invalid_email_header", provider_response=exception_detail(exc)) from exc
         email.set_content(str(content.get("body", "")))
         if "html" in content:
             email.add_alternative(str(content["html"]), subtype="html")

@@ -65,13 +65,9 @@ class WebhookChannel:
                 response = await client.post(url, json=body, headers=headers, timeout=self._timeout)
         # UnsupportedProtocol is a TransportError, but a URL without http(s) never starts working.
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-            raise PermanentDeliveryError(
-                "webhook_url_invalid", provider_response=exception_detail(exc)
-            ) from exc
+            raise PermanentDeliveryError("webhook_url_invalid", provider_response=exception_detail(exc)) from exc
         except httpx.TransportError as exc:
-            raise TemporaryDeliveryError(
-                "webhook_transport_error", provider_response=exception_detail(exc)
-            ) from exc
+            raise TemporaryDeliveryError("webhook_transport_error", provider_response=exception_detail(exc)) from exc
         if response.is_success:
             return SendReceipt(
                 provider_message_id=_provider_message_id(response),

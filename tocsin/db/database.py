@@ -48,9 +48,7 @@ class Database:
 
     @classmethod
     async def connect(cls, url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Database:
-        engine = create_async_engine(
-            async_url(url), pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
-        )
+        engine = create_async_engine(async_url(url), pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
         db = cls(engine)
         try:
             async with engine.connect() as conn:
@@ -77,7 +75,8 @@ class Database:
             exists = await conn.scalar(text("SELECT to_regclass('tocsin.alembic_version') IS NOT NULL"))
             if not exists:
                 return None
-            return await conn.scalar(text("SELECT version_num FROM tocsin.alembic_version"))
+            revision: str | None = await conn.scalar(text("SELECT version_num FROM tocsin.alembic_version"))
+            return revision
 
     async def _alembic(self, action: object, revision: str) -> None:
         def run(sync_conn: Connection) -> None:

@@ -134,9 +134,7 @@ def upgrade() -> None:
         ),
         schema=S,
     )
-    op.create_index(
-        "deliveries_inbox", "deliveries", ["tenant_id", "recipient", "channel", "created_at"], schema=S
-    )
+    op.create_index("deliveries_inbox", "deliveries", ["tenant_id", "recipient", "channel", "created_at"], schema=S)
     op.create_table(
         "delivery_attempts",
         sa.Column("id", sa.BigInteger, sa.Identity(always=True), primary_key=True),
@@ -170,9 +168,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["run_id"], [f"{S}.workflow_runs.id"]),
         schema=S,
     )
-    op.create_index(
-        "signals_tenant_recipient_created", "signals", ["tenant_id", "recipient", "created_at"], schema=S
-    )
+    op.create_index("signals_tenant_recipient_created", "signals", ["tenant_id", "recipient", "created_at"], schema=S)
     op.create_table(
         "workflow_transitions",
         sa.Column("id", sa.BigInteger, sa.Identity(always=True), primary_key=True),

@@ -1,0 +1,103 @@
+"""Activities of JourneyWorkflow: thin adapters from Temporal to the engine and to dispatch."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from tocsin import contracts as c
+from tocsin import deliveries, engine, store
+from tocsin.channels import Channel
+from tocsin.db import Database
+from tocsin.dispatch import Policy, dispatch_delivery
+from tocsin.errors import TocsinError
+from tocsin.models import Delivery, Run
+
+T = TypeVar("T")
+
+
+def run_view(run: Run) -> c.RunView:
+    return c.RunView.model_validate(run.model_dump(include=set(c.RunView.model_fields)))
+
+
+def delivery_view(delivery: Delivery) -> c.DeliveryView:
+    return c.DeliveryView.model_validate(delivery.model_dump(include=set(c.DeliveryView.model_fields)))
+
+
+def server_clock() -> Callable[[], datetime]:
+    """The server's clock, as this activity sees it: its attempt's scheduled time plus the time elapsed since.
+
+    Under the time-skipping test server this keeps one consistent clock with workflow.now(); in production
+    it stamps the real moment.
+    """
+    scheduled = activity.info().current_attempt_scheduled_time
+    started = time.monotonic()
+    return lambda: scheduled + timedelta(seconds=time.monotonic() - started)
+
+
+async def domain(call: Awaitable[T]) -> T:
+    """Tocsin's own errors (unknown run, illegal move) are not infrastructure faults: never retry them."""
+    try:
+        return await call
+    except TocsinError as exc:
+        raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from exc
+
+
+class JourneyActivities:
+    def __init__(self, db: Database, channels: Mapping[str, Channel], *, policy: Policy | None = None) -> None:
+        self.db = db
+        self.channels = channels
+        self.policy = policy
+
+    @activity.defn(name="tocsin.progress_run")
+    async def progress_run(self, request: c.RoundRequest) -> c.Round:
+        progress = await domain(engine.progress_run(self.db, request.run_id, now=request.now))
+        run = progress.run
+        definition_step = None
+        async with self.db.transaction() as conn:
+            definition = await self.db.definition(conn, run.definition_id)
+            definition_step = definition.step(run.current_step)
+            delivery = await store.lock_step_delivery(conn, run.id, run.step_activation)
+        return c.Round(
+            kind=progress.kind,
+            reason=progress.reason,
+            run=run_view(run),
+            delivery=delivery_view(delivery) if delivery else None,
+            retry=definition_step.retry,
+        )
+
+    @activity.defn(name="tocsin.dispatch_delivery")
+    async def dispatch_delivery(self, request: c.DispatchRequest) -> c.DeliveryView:
+        delivery = await domain(
+            dispatch_delivery(
+                self.db,
+                request.delivery_id,
+                channels=self.channels,
+                now=server_clock(),
+                attempt=request.attempt,
+                policy=self.policy,
+            )
+        )
+        return delivery_view(delivery)
+
+    @activity.defn(name="tocsin.exhaust_delivery")
+    async def exhaust_delivery(self, request: c.ExhaustRequest) -> c.DeliveryView:
+        delivery = await domain(deliveries.exhaust_delivery(self.db, request.delivery_id, now=request.now))
+        return delivery_view(delivery)
+
+    @activity.defn(name="tocsin.cancel_run")
+    async def cancel_run(self, request: c.CancelRunRequest) -> c.RunView:
+        run = await domain(
+            engine.cancel_run(
+                self.db, request.run_id, tenant_id=request.tenant_id, reason=request.reason, now=request.now
+            )
+        )
+        return run_view(run)
+
+    def all(self) -> list[Callable[..., object]]:
+        return [self.progress_run, self.dispatch_delivery, self.exhaust_delivery, self.cancel_run]

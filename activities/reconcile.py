@@ -1,0 +1,59 @@
+"""The reconcile activity: the safety net for lost workflow starts and lost timers (SPEC 6)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+from temporalio import activity
+from temporalio.client import Client
+
+from tocsin import contracts as c
+from tocsin import engine
+from tocsin.db import Database
+from tocsin.db import tables as t
+from tocsin.models import Run
+from tocsin.starter import start_journey, wake_journey
+
+R = t.workflow_runs
+BATCH = 500
+
+
+class ReconcileActivities:
+    def __init__(self, db: Database, client: Client, *, task_queue: str) -> None:
+        self.db = db
+        self.client = client
+        self.task_queue = task_queue
+
+    @activity.defn(name="tocsin.reconcile")
+    async def reconcile(self, request: c.ReconcileRequest) -> c.ReconcileReport:
+        grace = timedelta(seconds=request.grace_seconds)
+        # Runs committed but never handed to Temporal (the process died between the two steps of start_run).
+        async with self.db.transaction() as conn:
+            rows = (
+                (
+                    await conn.execute(
+                        select(R)
+                        .where(
+                            R.c.workflow_started.is_(False),
+                            R.c.state.in_(("active", "waiting")),
+                            R.c.created_at <= request.now - grace,
+                        )
+                        .order_by(R.c.created_at)
+                        .limit(BATCH)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+        started = []
+        for row in rows:
+            run = Run.of(row)
+            await start_journey(self.client, self.db, run, task_queue=self.task_queue)
+            started.append(run.id)
+        # Waits overdue by more than the grace period: their timer was lost with their workflow.
+        progressed = await engine.progress_due_runs(self.db, now=request.now, limit=BATCH, overdue_by=grace)
+        for progress in progressed:
+            if not progress.run.finished:
+                await wake_journey(self.client, progress.run.id, task_queue=self.task_queue)
+        return c.ReconcileReport(started=started, progressed=[p.run.id for p in progressed])

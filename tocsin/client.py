@@ -1,0 +1,288 @@
+"""`Tocsin`: the application-facing API (SPEC 7). Every call is tenant-scoped; results are pydantic models."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy import select, tuple_
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.service import RPCError
+
+from tocsin import contracts as c
+from tocsin import engine, store
+from tocsin.db import Database
+from tocsin.db import tables as t
+from tocsin.errors import InvalidRequest
+from tocsin.feedback import record_delivery_outcome
+from tocsin.inbox import inbox, stamp_receipt
+from tocsin.models import Attempt, DefinitionRecord, Delivery, Run, RunDetail, RunPage, Transition, workflow_id
+from tocsin.registry import DefinitionSource, list_definitions, register_definition
+from tocsin.signals import route_signal
+from tocsin.starter import notify_journey, start_journey
+from tocsin.temporal import connect_temporal
+
+R = t.workflow_runs
+D = t.deliveries
+
+
+def utcnow() -> datetime:
+    """The host clock: calls from application code happen outside any workflow."""
+    return datetime.now(UTC)
+
+
+class Tocsin:
+    def __init__(
+        self, db: Database, temporal_client: Client, *, task_queue: str = c.DEFAULT_TASK_QUEUE, owns: bool = False
+    ) -> None:
+        self.db = db
+        self.temporal = temporal_client
+        self.task_queue = task_queue
+        self._owns_db = owns
+
+    @classmethod
+    async def connect(
+        cls,
+        *,
+        database_url: str | None = None,
+        temporal_address: str | None = None,
+        db: Database | None = None,
+        temporal_client: Client | None = None,
+        namespace: str = "default",
+        task_queue: str = c.DEFAULT_TASK_QUEUE,
+    ) -> Tocsin:
+        if (db is None) == (database_url is None):
+            raise InvalidRequest("pass exactly one of database_url or db")
+        if (temporal_client is None) == (temporal_address is None):
+            raise InvalidRequest("pass exactly one of temporal_address or temporal_client")
+        owns = db is None
+        database = db if db is not None else await Database.connect(str(database_url))
+        try:
+            client = temporal_client or await connect_temporal(str(temporal_address), namespace=namespace)
+        except BaseException:
+            if owns:
+                await database.close()
+            raise
+        return cls(database, client, task_queue=task_queue, owns=owns)
+
+    async def close(self) -> None:
+        if self._owns_db:
+            await self.db.close()
+
+    async def __aenter__(self) -> Tocsin:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- definitions ------------------------------------------------------------------------------------
+
+    async def register_definition(self, source: DefinitionSource) -> DefinitionRecord:
+        return await register_definition(self.db, source, now=utcnow())
+
+    async def list_definitions(self) -> list[DefinitionRecord]:
+        return await list_definitions(self.db)
+
+    # --- runs -------------------------------------------------------------------------------------------
+
+    async def start_run(
+        self,
+        *,
+        workflow_key: str,
+        tenant_id: str,
+        recipient: str,
+        idempotency_key: str,
+        data: dict[str, Any] | None = None,
+        version: int | None = None,
+    ) -> Run:
+        """Commit the run and its first delivery in Postgres, then start its workflow. Same key: same run."""
+        run, _ = await engine.create_run(
+            self.db,
+            tenant_id=tenant_id,
+            workflow_key=workflow_key,
+            version=version,
+            recipient=recipient,
+            data=data,
+            idempotency_key=idempotency_key,
+            now=utcnow(),
+        )
+        if not run.workflow_started:
+            await start_journey(self.temporal, self.db, run, task_queue=self.task_queue)
+            run = run.model_copy(update={"workflow_started": True})
+        return run
+
+    async def cancel_run(self, run_id: uuid.UUID, *, tenant_id: str, reason: str) -> Run:
+        """Stop a run. A running workflow does it through its `cancel` update, so it stops its timers at once."""
+        if not reason or not reason.strip():
+            raise InvalidRequest("a cancel reason must not be blank")
+        run = await self._run(run_id, tenant_id)
+        if run.finished:
+            return run
+        if run.workflow_started:
+            try:
+                await self.temporal.get_workflow_handle(workflow_id(run.id)).execute_update(
+                    c.CANCEL_UPDATE, c.CancelRequest(tenant_id=tenant_id, reason=reason), result_type=c.RunView
+                )
+                return await self._run(run_id, tenant_id)
+            except (WorkflowUpdateFailedError, RPCError):
+                pass  # the workflow is gone or finishing: cancel in Postgres directly, below
+        stopped = await engine.cancel_run(self.db, run.id, tenant_id=tenant_id, reason=reason, now=utcnow())
+        await notify_journey(self.temporal, stopped, task_queue=self.task_queue)
+        return stopped
+
+    async def get_run(self, run_id: uuid.UUID, *, tenant_id: str) -> RunDetail:
+        """The run with its whole audit trail, its deliveries and their attempts."""
+        async with self.db.transaction() as conn:
+            run = await store.get_run(conn, run_id, tenant_id=tenant_id)
+            transitions = (
+                (
+                    await conn.execute(
+                        select(t.workflow_transitions)
+                        .where(t.workflow_transitions.c.run_id == run.id)
+                        .order_by(t.workflow_transitions.c.seq)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+            deliveries = (
+                (await conn.execute(select(D).where(D.c.run_id == run.id).order_by(D.c.activation))).mappings().all()
+            )
+            attempts = (
+                (
+                    await conn.execute(
+                        select(t.delivery_attempts)
+                        .join(D, D.c.id == t.delivery_attempts.c.delivery_id)
+                        .where(D.c.run_id == run.id)
+                        .order_by(D.c.activation, t.delivery_attempts.c.attempt_number)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+        return RunDetail(
+            run=run,
+            transitions=[Transition.of(r) for r in transitions],
+            deliveries=[Delivery.of(r) for r in deliveries],
+            attempts=[Attempt.of(r) for r in attempts],
+        )
+
+    async def list_runs(
+        self,
+        *,
+        tenant_id: str,
+        state: str | None = None,
+        recipient: str | None = None,
+        workflow_key: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        """Runs newest first, a page at a time; pass `next_cursor` back for the next page."""
+        if state is not None and state not in t.RUN_STATES:
+            raise InvalidRequest(f"unknown run state {state!r}; expected one of {', '.join(t.RUN_STATES)}")
+        if not 1 <= limit <= 1000:
+            raise InvalidRequest("limit must be between 1 and 1000")
+        query = select(R).where(R.c.tenant_id == tenant_id)
+        if state is not None:
+            query = query.where(R.c.state == state)
+        if recipient is not None:
+            query = query.where(R.c.recipient == recipient)
+        if workflow_key is not None:
+            query = query.where(R.c.workflow_key == workflow_key)
+        if cursor is not None:
+            created_at, last_id = decode_cursor(cursor)
+            query = query.where(tuple_(R.c.created_at, R.c.id) < tuple_(created_at, last_id))
+        query = query.order_by(R.c.created_at.desc(), R.c.id.desc()).limit(limit + 1)
+        async with self.db.transaction() as conn:
+            rows = [Run.of(r) for r in (await conn.execute(query)).mappings().all()]
+        page, more = rows[:limit], len(rows) > limit
+        return RunPage(runs=page, next_cursor=encode_cursor(page[-1]) if more else None)
+
+    # --- signals and provider feedback ---------------------------------------------------------------
+
+    async def send_signal(
+        self,
+        *,
+        tenant_id: str,
+        recipient: str,
+        name: str,
+        data: dict[str, Any] | None = None,
+        run_id: uuid.UUID | None = None,
+    ) -> list[uuid.UUID]:
+        """Record a signal; waiting runs that listen for it stop. Returns the ids of the runs it stopped."""
+        if run_id is not None:
+            await self._run(run_id, tenant_id)
+        stopped = await route_signal(self.db, tenant_id, recipient, name, data, now=utcnow(), run_id=run_id)
+        await self._notify(stopped, tenant_id)
+        return stopped
+
+    async def record_delivery_outcome(
+        self,
+        delivery_id: uuid.UUID,
+        *,
+        tenant_id: str,
+        outcome: str,
+        error: str | None = None,
+        provider_message_id: str | None = None,
+        provider_response: dict[str, Any] | None = None,
+    ) -> Delivery:
+        """Provider feedback (a delivery report, a bounce); the run's workflow is woken to act on it."""
+        delivery = await record_delivery_outcome(
+            self.db,
+            delivery_id,
+            tenant_id=tenant_id,
+            outcome=outcome,
+            error=error,
+            provider_message_id=provider_message_id,
+            provider_response=provider_response,
+            now=utcnow(),
+        )
+        await self._notify([delivery.run_id], tenant_id)
+        return delivery
+
+    # --- inbox ----------------------------------------------------------------------------------------
+
+    async def inbox(
+        self, *, tenant_id: str, recipient: str, unread_only: bool = False, limit: int = 50
+    ) -> list[Delivery]:
+        async with self.db.transaction() as conn:
+            return await inbox(conn, tenant_id=tenant_id, recipient=recipient, unread_only=unread_only, limit=limit)
+
+    async def mark_read(self, delivery_id: uuid.UUID, *, tenant_id: str) -> Delivery:
+        return await self._receipt(delivery_id, tenant_id, "read_at")
+
+    async def mark_seen(self, delivery_id: uuid.UUID, *, tenant_id: str) -> Delivery:
+        return await self._receipt(delivery_id, tenant_id, "seen_at")
+
+    async def _receipt(
+        self, delivery_id: uuid.UUID, tenant_id: str, receipt: Literal["read_at", "seen_at"]
+    ) -> Delivery:
+        delivery, stopped = await stamp_receipt(
+            self.db, delivery_id, tenant_id=tenant_id, receipt=receipt, now=utcnow()
+        )
+        await self._notify(stopped, tenant_id)
+        return delivery
+
+    # --- helpers ----------------------------------------------------------------------------------------
+
+    async def _run(self, run_id: uuid.UUID, tenant_id: str) -> Run:
+        async with self.db.transaction() as conn:
+            return await store.get_run(conn, run_id, tenant_id=tenant_id)
+
+    async def _notify(self, run_ids: list[uuid.UUID], tenant_id: str) -> None:
+        for run_id in run_ids:
+            await notify_journey(self.temporal, await self._run(run_id, tenant_id), task_queue=self.task_queue)
+
+
+def encode_cursor(run: Run) -> str:
+    return base64.urlsafe_b64encode(f"{run.created_at.isoformat()}|{run.id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        created_at, run_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.fromisoformat(created_at), uuid.UUID(run_id)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"invalid cursor {cursor!r}") from exc

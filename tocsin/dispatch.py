@@ -1,0 +1,88 @@
+"""Sending one delivery attempt through its channel (SPEC 5). No lock is ever held during a provider call."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+
+from tocsin import store
+from tocsin.channels import Channel, DeliveryError, OutboundMessage
+from tocsin.db import Database
+from tocsin.deliveries import TERMINAL, SendKind, SendResult, apply_result, begin_attempt
+from tocsin.models import Delivery
+
+Clock = Callable[[], datetime]
+# A policy returns a suppression reason (e.g. "recipient_opted_out") to stop the send, or None to allow it.
+Policy = Callable[[OutboundMessage], Awaitable[str | None]]
+
+ERROR_KINDS: dict[str, SendKind] = {"temporary": "temporary", "permanent": "permanent", "bounced": "bounced"}
+
+
+async def dispatch_delivery(
+    db: Database,
+    delivery_id: uuid.UUID,
+    *,
+    channels: Mapping[str, Channel],
+    now: datetime | Clock,
+    attempt: int | None = None,
+    policy: Policy | None = None,
+) -> Delivery:
+    """Send attempt number `attempt` (default: the next one) of a delivery and record what happened.
+
+    Idempotent: a terminal delivery, or an attempt that was already made, is returned as it is. An attempt
+    left `dispatched` by a crashed worker is sent again under the same idempotency key (the delivery id),
+    so the provider can drop the duplicate.
+    `now` may be a clock: the outcome is stamped when the provider answered, not when the call began.
+    """
+    clock: Clock = now if callable(now) else (lambda: now)
+    async with db.transaction() as conn:
+        delivery = await store.lock_delivery(conn, delivery_id)
+        if delivery.status in TERMINAL:
+            return delivery
+        resend = delivery.status == "dispatched" and attempt in (None, delivery.attempt_count)
+        if not resend:
+            if attempt is not None and delivery.attempt_count >= attempt:
+                return delivery
+            delivery = await begin_attempt(conn, delivery, now=clock())
+        run = await store.get_run(conn, delivery.run_id)
+
+    message = OutboundMessage(
+        delivery_id=delivery.id,
+        idempotency_key=str(delivery.id),
+        run_id=delivery.run_id,
+        tenant_id=delivery.tenant_id,
+        recipient=delivery.recipient,
+        channel=delivery.channel,
+        step_key=delivery.step_key,
+        content=delivery.content,
+    )
+    result = await _send(message, channels.get(delivery.channel), policy, stopped=run.finished)
+
+    async with db.transaction() as conn:
+        delivery = await store.lock_delivery(conn, delivery_id)
+        return await apply_result(conn, delivery, result, now=clock())
+
+
+async def _send(
+    message: OutboundMessage, channel: Channel | None, policy: Policy | None, *, stopped: bool
+) -> SendResult:
+    if stopped:
+        # The run was stopped while this delivery was queued: sending now would be the surprise.
+        return SendResult("suppressed", error="run_stopped")
+    if channel is None:
+        return SendResult("rejected", error="no_channel_adapter")
+    if policy is not None and (reason := await policy(message)) is not None:
+        return SendResult("suppressed", error=reason)
+    try:
+        receipt = await channel.send(message)
+    except DeliveryError as exc:
+        kind = ERROR_KINDS.get(exc.error_class, "temporary")
+        return SendResult(kind, error=exc.error, provider_response=exc.provider_response)
+    except Exception as exc:  # an adapter bug must not wedge the run: retried, bounded by max_attempts
+        return SendResult("unknown", error=f"{type(exc).__name__}: {exc}")
+    return SendResult(
+        "accepted" if receipt.awaiting_feedback else "succeeded",
+        provider_message_id=receipt.provider_message_id,
+        provider_response=receipt.provider_response,
+    )
