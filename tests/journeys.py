@@ -22,8 +22,8 @@ from tocsin.deliveries import (
     record_attempt,
     suppress_delivery,
 )
-from tocsin.engine import create_run
-from tocsin.models import Delivery, Run
+from tocsin.engine import create_run, progress_run
+from tocsin.models import Delivery, Progress, Run
 from tocsin.registry import register_definition
 from tocsin.store import lock_delivery
 
@@ -178,6 +178,26 @@ async def cancel_delivery(db: Database, delivery_id: uuid.UUID, *, reason: str, 
     async with db.transaction() as conn:
         delivery = await lock_delivery(conn, delivery_id)
         return await move(conn, delivery, "cancelled", now=now, suppression_reason=reason)
+
+
+async def escalation_waiting(db: Database, *, now: datetime, **start_args: Any) -> tuple[Run, Delivery]:
+    """An ESCALATION run whose in-app delivery succeeded at `now`, waiting until `now` + 2 hours."""
+    run = await start(db, ESCALATION, now=now, **start_args)
+    (first,) = await deliveries(db, run.id)
+    delivery = await drive(db, first["id"], "succeeded", now=now)
+    progress = await progress_run(db, run.id, now=now)
+    assert progress.kind == "waiting"
+    assert progress.run.due_at == later(now, hours=2)
+    return progress.run, delivery
+
+
+async def assert_noop(db: Database, run_id: uuid.UUID, *, now: datetime, reason: str) -> Progress:
+    """progress_run decides nothing, for `reason`, and writes nothing at all."""
+    before = await snapshot(db)
+    progress = await progress_run(db, run_id, now=now)
+    assert (progress.kind, progress.reason, progress.deliveries) == ("noop", reason, [])
+    assert await snapshot(db) == before
+    return progress
 
 
 # --- reading rows ----------------------------------------------------------------------------------------
