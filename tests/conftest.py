@@ -19,6 +19,8 @@ from sqlalchemy.engine import make_url
 
 from tocsin.db import Database
 
+pytest_plugins = ["peers", "journey_harness"]
+
 TEMPLATE = f"tocsin_template_{os.getpid()}"
 _counter = itertools.count()
 
