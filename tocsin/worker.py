@@ -24,9 +24,10 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities import JourneyActivities, ReconcileActivities
 from tocsin import contracts as c
-from tocsin.channels import Channel, builtin_channels
+from tocsin.channels import Channel, SmtpChannel, WebhookChannel, builtin_channels
 from tocsin.db import Database
 from tocsin.dispatch import Policy
+from tocsin.settings import Settings
 from workflows import JourneyWorkflow, ReconcileWorkflow
 
 log = logging.getLogger("tocsin.worker")
@@ -91,3 +92,21 @@ async def run_until_signalled(worker: Worker) -> None:
     async with worker:
         await stop.wait()
         log.info("shutting down the worker")
+
+
+def channels_from_settings(settings: Settings) -> dict[str, Channel]:
+    """The built-in adapters configured from TOCSIN_SMTP_* and TOCSIN_WEBHOOK_URL; email prints without SMTP."""
+    smtp = (
+        SmtpChannel(
+            settings.smtp_host,
+            settings.smtp_port,
+            sender=settings.smtp_sender,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+            start_tls=settings.smtp_start_tls,
+        )
+        if settings.smtp_host
+        else None
+    )
+    webhook = WebhookChannel(settings.webhook_url) if settings.webhook_url else None
+    return builtin_channels(smtp=smtp, webhook=webhook)
