@@ -222,16 +222,30 @@ async def test_check_constraints_reject_a_bad_attempt(
             )
 
 
-async def test_check_constraint_rejects_a_bad_transition_reason(db: Database, t0: datetime) -> None:
+@pytest.mark.parametrize(
+    ("values", "constraint"),
+    [
+        ({"reason": "felt_like_it"}, "workflow_transitions_reason_check"),
+        ({"from_state": "paused"}, "workflow_transitions_from_state_check"),
+        ({"to_state": "paused"}, "workflow_transitions_to_state_check"),
+    ],
+)
+async def test_check_constraints_reject_a_bad_transition(
+    db: Database, t0: datetime, values: dict[str, str], constraint: str
+) -> None:
     run_id, _ = await seeded(db, t0)
     before = await counts(db)
-    with pytest.raises(IntegrityError, match="workflow_transitions_reason_check"):
+    row = {
+        "run_id": run_id,
+        "seq": 3,
+        "to_state": "active",
+        "reason": "step_activated",
+        "context": {},
+        "created_at": t0,
+    }
+    with pytest.raises(IntegrityError, match=constraint):
         async with db.transaction() as conn:
-            await conn.execute(
-                insert(t.workflow_transitions).values(
-                    run_id=run_id, seq=3, to_state="active", reason="felt_like_it", context={}, created_at=t0
-                )
-            )
+            await conn.execute(insert(t.workflow_transitions).values({**row, **values}))
     assert await counts(db) == before
 
 
@@ -311,4 +325,4 @@ async def test_check_constraints_match_tables_py(db: Database) -> None:
         )
         live = {(table.removeprefix("tocsin."), name) for table, name in result}
     assert live == expected
-    assert len(expected) == 9
+    assert len(expected) == 11

@@ -185,6 +185,8 @@ workflow_transitions = Table(
     tz("created_at"),
     UniqueConstraint("run_id", "seq", name="workflow_transitions_run_seq_key"),
     one_of("reason", TRANSITION_REASONS, "workflow_transitions_reason_check"),
+    one_of("from_state", RUN_STATES, "workflow_transitions_from_state_check"),
+    one_of("to_state", RUN_STATES, "workflow_transitions_to_state_check"),
 )
 
 __all__ = [

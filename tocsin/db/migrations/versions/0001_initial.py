@@ -17,6 +17,7 @@ depends_on = None
 
 S = "tocsin"
 APPEND_ONLY = ("workflow_transitions", "delivery_attempts")
+RUN_STATES = ["active", "waiting", "completed", "stopped"]
 
 
 def uuid(name: str, **kw: object) -> sa.Column[object]:
@@ -200,6 +201,9 @@ def upgrade() -> None:
             ],
             "workflow_transitions_reason_check",
         ),
+        # NULL passes a CHECK: the first transition of a run has no from_state.
+        check_in("from_state", RUN_STATES, "workflow_transitions_from_state_check"),
+        check_in("to_state", RUN_STATES, "workflow_transitions_to_state_check"),
         schema=S,
     )
     # The audit trail and the attempt log are append-only: the database itself refuses edits, whoever asks.
