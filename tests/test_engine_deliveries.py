@@ -256,3 +256,49 @@ async def test_terminal_at_of_a_retried_delivery_is_the_moment_it_became_termina
 async def _delivery_row(db: Database, delivery_id: uuid.UUID) -> dict[str, Any]:
     async with db.transaction() as conn:
         return (await lock_delivery(conn, delivery_id)).model_dump()
+
+
+@pytest.mark.parametrize(
+    ("result", "status", "suppression_reason", "attempt"),
+    [
+        (SendResult("succeeded"), "succeeded", None, ("succeeded", None)),
+        (SendResult("accepted"), "dispatched", None, ("succeeded", None)),
+        (SendResult("temporary", error="451"), "failed", None, ("failed", "temporary")),
+        (SendResult("unknown", error="boom"), "failed", None, ("failed", "unknown")),
+        (SendResult("permanent", error="550"), "cancelled", "permanent_failure", ("failed", "permanent")),
+        (SendResult("bounced", error="550"), "cancelled", "bounced", ("bounced", "bounced")),
+        (
+            SendResult("rejected", error="no_channel_adapter"),
+            "cancelled",
+            "permanent_failure",
+            ("rejected", "permanent"),
+        ),
+        (
+            SendResult("suppressed", error="recipient_opted_out"),
+            "suppressed",
+            "recipient_opted_out",
+            ("rejected", None),
+        ),
+    ],
+)
+async def test_each_send_result_moves_a_dispatched_delivery(
+    db: Database,
+    t0: datetime,
+    result: SendResult,
+    status: str,
+    suppression_reason: str | None,
+    attempt: tuple[str, str | None],
+) -> None:
+    delivery_id = await delivery_in(db, t0, "dispatched")
+    at = later(t0, seconds=5)
+    d = await record_attempt(db, delivery_id, result, now=at)
+    terminal_at = at if status in ("succeeded", "suppressed", "cancelled") else None
+    assert (d.status, d.suppression_reason, d.terminal_at, d.attempt_count) == (
+        status,
+        suppression_reason,
+        terminal_at,
+        1,
+    )
+    assert [
+        (a["attempt_number"], a["outcome"], a["error_class"], a["error"]) for a in await attempts(db, delivery_id)
+    ] == [(1, *attempt, result.error)]
