@@ -32,7 +32,7 @@ from journeys import (
     start,
     transitions,
 )
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from tocsin.db import Database
 from tocsin.db import tables as t
@@ -61,6 +61,21 @@ def kinds(results: list[Progress]) -> Counter[tuple[str, str | None]]:
     return Counter((p.kind, p.reason) for p in results)
 
 
+async def lock_waiters(db: Database, expected: int) -> None:
+    """Return once `expected` backends of this database are blocked on a lock (5 s at most)."""
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    waiting = 0
+    for _ in range(500):
+        async with db.transaction() as conn:  # a new transaction each time: a fresh activity snapshot
+            waiting = await conn.scalar(query)
+        if waiting == expected:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{waiting} of {expected} calls queued on the lock")
+
+
 async def all_at_once(
     db: Database, run_id: uuid.UUID, calls: list[Callable[[], Awaitable[T]]], *, gate: bool
 ) -> list[T]:
@@ -72,7 +87,7 @@ async def all_at_once(
     async with db.transaction() as holder:
         await holder.execute(select(R.c.id).where(R.c.id == run_id).with_for_update())
         tasks = [asyncio.create_task(call()) for call in calls]
-        await asyncio.sleep(0.2)
+        await lock_waiters(db, len(calls))
         assert not any(task.done() for task in tasks)
     return list(await asyncio.gather(*tasks))
 
@@ -259,7 +274,7 @@ async def test_a_signal_and_the_wait_queued_on_the_run_lock(db: Database, t0: da
         tasks = {}
         for name in (first, second):
             tasks[name] = asyncio.create_task(make[name]())
-            await asyncio.sleep(0.1)
+            await lock_waiters(db, len(tasks))
         assert not any(task.done() for task in tasks.values())
     progressed = await tasks["progress"]
     stopped = await tasks["signal"]
