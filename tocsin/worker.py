@@ -82,15 +82,20 @@ async def ensure_reconcile_schedule(
     return True
 
 
-async def run_until_signalled(worker: Worker) -> None:
-    """Run the worker until SIGINT/SIGTERM, then shut down gracefully (in-flight activities finish)."""
+async def until_signalled() -> None:
+    """Return on SIGINT or SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def run_until_signalled(worker: Worker) -> None:
+    """Run the worker until SIGINT/SIGTERM, then shut down gracefully (in-flight activities finish)."""
     async with worker:
-        await stop.wait()
+        await until_signalled()
         log.info("shutting down the worker")
 
 

