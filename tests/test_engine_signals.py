@@ -399,3 +399,12 @@ async def test_progress_due_runs_respects_its_limit(db: Database, t0: datetime) 
     results = await progress_due_runs(db, now=later(t0, days=1), limit=1)
     assert [p.run.id for p in results] == [first.id]
     assert (await run_row(db, second.id))["state"] == "waiting"
+
+
+async def test_progress_due_runs_with_a_grace_period_leaves_runs_only_just_due(db: Database, t0: datetime) -> None:
+    overdue, _ = await escalation_waiting(db, now=t0)
+    just_due, _ = await escalation_waiting(db, now=later(t0, minutes=9))
+    sweep_at = later(t0, hours=2, minutes=10)  # the first is 10 minutes overdue, the second 1 minute
+    results = await progress_due_runs(db, now=sweep_at, overdue_by=timedelta(minutes=5))
+    assert [(p.kind, p.run.id) for p in results] == [("advanced", overdue.id)]
+    assert (await run_row(db, just_due.id))["state"] == "waiting"
