@@ -72,8 +72,13 @@ async def lock_delivery(conn: AsyncConnection, delivery_id: uuid.UUID, *, tenant
     return Delivery.of(row)
 
 
-async def lock_step_delivery(conn: AsyncConnection, run_id: uuid.UUID, activation: int) -> Delivery | None:
-    query = select(D).where(D.c.run_id == run_id, D.c.activation == activation).with_for_update()
+async def lock_step_delivery(
+    conn: AsyncConnection, run_id: uuid.UUID, activation: int, *, lock: bool = True
+) -> Delivery | None:
+    """The delivery of one step activation, locked FOR UPDATE unless `lock` is false (a plain read)."""
+    query = select(D).where(D.c.run_id == run_id, D.c.activation == activation)
+    if lock:
+        query = query.with_for_update()
     row = (await conn.execute(query)).mappings().first()
     return Delivery.of(row) if row else None
 
