@@ -90,7 +90,7 @@ async def test_create_run_writes_the_run_its_first_transitions_and_its_first_del
             "run_id": run.id,
             "seq": 2,
             "step_key": "in_app",
-            "delivery_id": None,
+            "delivery_id": (await deliveries(db, run.id))[0]["id"],
             "from_state": "active",
             "to_state": "active",
             "reason": "step_activated",

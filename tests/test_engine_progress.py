@@ -30,7 +30,7 @@ from journeys import (
     transitions,
     wait,
 )
-from sqlalchemy import delete
+from sqlalchemy import update
 
 from tocsin.db import Database
 from tocsin.db import tables as t
@@ -77,10 +77,13 @@ def transition(
     }
 
 
-def activated(run_id: uuid.UUID, seq: int, step_key: str, *, at: datetime) -> dict[str, Any]:
+def activated(run_id: uuid.UUID, seq: int, step_key: str, *, at: datetime, delivery_id: uuid.UUID) -> dict[str, Any]:
+    """A step_activated row: it names the delivery planned for that activation."""
     source = "start_run" if seq == 2 else "progression"
     context = {"step_key": step_key, "source": source}
-    return transition(run_id, seq, "step_activated", "active", "active", context, at=at, step_key=step_key)
+    return transition(
+        run_id, seq, "step_activated", "active", "active", context, at=at, step_key=step_key, delivery_id=delivery_id
+    )
 
 
 async def first_delivery(db: Database, run_id: uuid.UUID) -> uuid.UUID:
@@ -229,7 +232,7 @@ async def test_a_due_wait_advances_once_and_plans_exactly_one_next_delivery(db: 
             step_key="in_app",
             delivery_id=d1.id,
         ),
-        activated(run.id, 5, "email", at=woke),
+        activated(run.id, 5, "email", at=woke, delivery_id=(await delivery_at(db, run.id, 2))["id"]),
     ]
 
     # Re-entry, at once or later: the email step has no rules and its delivery is pending; nothing happens.
@@ -352,7 +355,7 @@ async def test_a_bounce_advances_on_the_outcome_rule_with_its_evidence(db: Datab
             step_key="in_app",
             delivery_id=d1.id,
         ),
-        activated(run.id, 4, "email", at=bounced_at),
+        activated(run.id, 4, "email", at=bounced_at, delivery_id=(await delivery_at(db, run.id, 2))["id"]),
     ]
     # The prior delivery is evidence, left as it was.
     assert (await delivery_at(db, run.id, 1))["status"] == "cancelled"
@@ -496,8 +499,9 @@ async def test_an_unconverged_delivery_is_a_noop(
 
 async def test_a_run_whose_step_has_no_delivery_is_a_noop(db: Database, t0: datetime) -> None:
     run = await start(db, ESCALATION, now=t0)
+    # The audit trail references the planned delivery, so point the cursor past it instead of deleting it.
     async with db.transaction() as conn:
-        await conn.execute(delete(t.deliveries).where(t.deliveries.c.run_id == run.id))
+        await conn.execute(update(t.workflow_runs).where(t.workflow_runs.c.id == run.id).values(step_activation=2))
     await assert_noop(db, run.id, now=t0, reason="no_active_step_delivery")
 
 
@@ -559,11 +563,36 @@ async def test_a_rule_naming_temporary_failure_supersedes_the_failed_delivery(db
             step_key="email",
             delivery_id=d1.id,
         ),
-        activated(run.id, 4, "sms", at=moved_at),
+        activated(run.id, 4, "sms", at=moved_at, delivery_id=d2["id"]),
     ]
     # The superseded delivery can never be dispatched again.
     (attempt,) = await attempts(db, d1.id)
     assert (attempt["outcome"], attempt["error_class"], attempt["error"]) == ("failed", "temporary", "smtp 451")
+
+
+@pytest.mark.parametrize("limit", [None, 1], ids=["stop_rule", "step_limit"])
+async def test_a_run_that_stops_on_a_temporary_failure_cancels_the_failed_delivery(
+    db: Database, t0: datetime, limit: int | None
+) -> None:
+    # A stop rule naming temporary_failure, or an advance refused by the step limit: either way the run
+    # leaves the step, and its failed delivery must not stay retryable behind a stopped run.
+    rules = [stop("temporary_failure")] if limit is None else [on("temporary_failure", "sms")]
+    extra = {} if limit is None else {"max_step_activations": limit}
+    spec = journey(f"stop_on_failure_{limit}", step("email", "email", *rules), step("sms", "sms"), **extra)
+    run = await start(db, spec, now=t0)
+    stopped_at = later(t0, seconds=20)
+    await drive(db, await first_delivery(db, run.id), "failed", now=later(t0, seconds=10))
+
+    progress = await progress_run(db, run.id, now=stopped_at)
+
+    assert progress.kind == "stopped"
+    prior = await delivery_at(db, run.id, 1)
+    assert (prior["status"], prior["suppression_reason"], prior["terminal_at"]) == (
+        "cancelled",
+        "superseded",
+        stopped_at,
+    )
+    assert len(await deliveries(db, run.id)) == 1
 
 
 async def test_an_unnamed_temporary_failure_awaits_a_terminal_outcome(db: Database, t0: datetime) -> None:

@@ -408,3 +408,15 @@ async def test_progress_due_runs_with_a_grace_period_leaves_runs_only_just_due(d
     results = await progress_due_runs(db, now=sweep_at, overdue_by=timedelta(minutes=5))
     assert [(p.kind, p.run.id) for p in results] == [("advanced", overdue.id)]
     assert (await run_row(db, just_due.id))["state"] == "waiting"
+
+
+@pytest.mark.parametrize("tenant", ["acme", "globex"], ids=["unknown_run", "other_tenants_run"])
+async def test_a_signal_for_an_unknown_or_foreign_run_is_refused_and_writes_nothing(
+    db: Database, t0: datetime, tenant: str
+) -> None:
+    run, _ = await escalation_waiting(db, now=t0)
+    target = uuid.uuid4() if tenant == "acme" else run.id
+    before = await snapshot(db)
+    with pytest.raises(RunNotFound):
+        await route_signal(db, tenant, RECIPIENT, "notification.read", now=t0, run_id=target)
+    assert await snapshot(db) == before

@@ -114,6 +114,7 @@ async def create_run(
             to_state="active",
             context={"source": "start_run"},
         )
+        planned = await plan_next_step_delivery(conn, run, first, now=now)
         await store.append_transition(
             conn,
             run,
@@ -122,9 +123,9 @@ async def create_run(
             from_state="active",
             to_state="active",
             step_key=first.key,
+            delivery_id=planned.id,
             context={"step_key": first.key, "source": "start_run"},
         )
-        await plan_next_step_delivery(conn, run, first, now=now)
         return run, True
 
 
@@ -249,6 +250,7 @@ async def _progress_locked(db: Database, conn: AsyncConnection, run: Run, *, now
         case Advance(rule, branch):
             return await _outcome_advance(conn, run, definition, delivery, rule, branch, now=now)
         case Halt(rule, branch):
+            await _retire_if_failed(conn, delivery, now=now)
             context = _terminal_context("stop", branch, delivery)
             stopped = await store.update_run(
                 conn,
@@ -360,6 +362,8 @@ async def _outcome_advance(
     *,
     now: datetime,
 ) -> Progress:
+    # The run leaves this step either way: a failed delivery must never be retried behind its back.
+    await _retire_if_failed(conn, delivery, now=now)
     if _over_limit(run, definition):
         return await _stop_at_limit(conn, run, definition, "on_outcome", rule.to_step, delivery.id, now=now)
     context = {
@@ -381,9 +385,6 @@ async def _outcome_advance(
         delivery_id=delivery.id,
         context=context,
     )
-    if branch.outcome == "temporary_failure":
-        # The run moved on: the failed delivery must never be retried behind its back.
-        await move(conn, delivery, "cancelled", now=now, suppression_reason="superseded")
     return await _activate(
         conn,
         run,
@@ -458,6 +459,7 @@ async def _activate(
             "to_step": to_step,
         },
     )
+    planned = await plan_next_step_delivery(conn, advanced, definition.step(to_step), now=now)
     await store.append_transition(
         conn,
         advanced,
@@ -466,10 +468,16 @@ async def _activate(
         from_state="active",
         to_state="active",
         step_key=to_step,
+        delivery_id=planned.id,
         context={"step_key": to_step, "source": "progression"},
     )
-    planned = await plan_next_step_delivery(conn, advanced, definition.step(to_step), now=now)
     return Progress(kind="advanced", run=advanced, deliveries=[planned])
+
+
+async def _retire_if_failed(conn: AsyncConnection, delivery: Delivery, *, now: datetime) -> None:
+    """A `failed` delivery (temporary_failure) whose run leaves the step is cancelled as superseded."""
+    if delivery.status == "failed":
+        await move(conn, delivery, "cancelled", now=now, suppression_reason="superseded")
 
 
 def _over_limit(run: Run, definition: WorkflowDefinition) -> bool:

@@ -85,6 +85,8 @@ async def route_signal(
         if not value or not value.strip():
             raise InvalidRequest(f"signal {field_name} must not be blank")
     async with db.transaction() as conn:
+        if run_id is not None:
+            await store.get_run(conn, run_id, tenant_id=tenant_id)  # RunNotFound, also for another tenant's run
         return await route_in(conn, tenant_id, recipient, name, data, now=now, run_id=run_id)
 
 
