@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
@@ -16,9 +17,11 @@ from tocsin.channels import Channel
 from tocsin.db import Database
 from tocsin.dispatch import Policy, dispatch_delivery
 from tocsin.errors import TocsinError
+from tocsin.logs import bind_log_context
 from tocsin.models import Delivery, Run
 
 T = TypeVar("T")
+log = logging.getLogger("tocsin.activities")
 
 
 def run_view(run: Run) -> c.RunView:
@@ -56,8 +59,15 @@ class JourneyActivities:
 
     @activity.defn(name="tocsin.progress_run")
     async def progress_run(self, request: c.RoundRequest) -> c.Round:
+        bind_log_context(run_id=request.run_id)
         progress = await domain(engine.progress_run(self.db, request.run_id, now=request.now))
         run = progress.run
+        log.info(
+            "progress: %s (%s)",
+            progress.kind,
+            progress.reason,
+            extra={"kind": progress.kind, "reason": progress.reason, "state": run.state, "step": run.current_step},
+        )
         definition_step = None
         async with self.db.transaction() as conn:
             definition = await self.db.definition(conn, run.definition_id)
@@ -73,6 +83,7 @@ class JourneyActivities:
 
     @activity.defn(name="tocsin.dispatch_delivery")
     async def dispatch_delivery(self, request: c.DispatchRequest) -> c.DeliveryView:
+        bind_log_context(delivery_id=request.delivery_id)
         delivery = await domain(
             dispatch_delivery(
                 self.db,
@@ -87,11 +98,19 @@ class JourneyActivities:
 
     @activity.defn(name="tocsin.exhaust_delivery")
     async def exhaust_delivery(self, request: c.ExhaustRequest) -> c.DeliveryView:
+        bind_log_context(delivery_id=request.delivery_id)
         delivery = await domain(deliveries.exhaust_delivery(self.db, request.delivery_id, now=request.now))
+        log.info(
+            "delivery exhausted after %d attempts: %s",
+            delivery.attempt_count,
+            delivery.status,
+            extra={"run_id": str(delivery.run_id), "attempt": delivery.attempt_count, "status": delivery.status},
+        )
         return delivery_view(delivery)
 
     @activity.defn(name="tocsin.cancel_run")
     async def cancel_run(self, request: c.CancelRunRequest) -> c.RunView:
+        bind_log_context(run_id=request.run_id)
         run = await domain(
             engine.cancel_run(
                 self.db, request.run_id, tenant_id=request.tenant_id, reason=request.reason, now=request.now

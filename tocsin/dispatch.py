@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
@@ -11,6 +12,8 @@ from tocsin.channels import Channel, DeliveryError, OutboundMessage
 from tocsin.db import Database
 from tocsin.deliveries import TERMINAL, SendKind, SendResult, apply_result, begin_attempt
 from tocsin.models import Delivery
+
+log = logging.getLogger("tocsin.dispatch")
 
 Clock = Callable[[], datetime]
 # A policy returns a suppression reason (e.g. "recipient_opted_out") to stop the send, or None to allow it.
@@ -61,7 +64,29 @@ async def dispatch_delivery(
 
     async with db.transaction() as conn:
         delivery = await store.lock_delivery(conn, delivery_id)
-        return await apply_result(conn, delivery, result, now=clock())
+        delivery = await apply_result(conn, delivery, result, now=clock())
+    log_attempt(delivery, result)
+    return delivery
+
+
+def log_attempt(delivery: Delivery, result: SendResult) -> None:
+    """One line per attempt outcome. Never the recipient or the content."""
+    log.log(
+        logging.WARNING if result.kind in ("temporary", "unknown", "rejected") else logging.INFO,
+        "dispatch attempt %d via %s: %s",
+        delivery.attempt_count,
+        delivery.channel,
+        result.kind,
+        extra={
+            "run_id": str(delivery.run_id),
+            "delivery_id": str(delivery.id),
+            "channel": delivery.channel,
+            "attempt": delivery.attempt_count,
+            "result": result.kind,
+            "error": result.error,
+            "status": delivery.status,
+        },
+    )
 
 
 async def _send(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client, Interceptor
@@ -10,6 +12,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from tocsin import contracts as c
+from tocsin.settings import Settings
 
 _runtimes: dict[str, Runtime] = {}
 
@@ -26,13 +29,42 @@ def runtime_for(metrics_bind: str | None) -> Runtime | None:
 
 
 def tracing_interceptors(enabled: bool) -> list[Interceptor]:
+    """OpenTelemetry spans for client calls, workflows and activities.
+
+    The interceptor is a client interceptor that is also a `temporalio.worker.Interceptor`, and a Worker
+    prepends such interceptors of its client to its own: a worker built from this client traces too.
+    """
     if not enabled:
         return []
     try:
         from temporalio.contrib.opentelemetry import TracingInterceptor
     except ImportError as exc:  # opentelemetry is an optional extra
         raise RuntimeError("TOCSIN_OTEL_TRACING needs the 'otel' extra: pip install 'tocsin[otel]'") from exc
+    ensure_tracer_provider()
     return [TracingInterceptor()]
+
+
+def ensure_tracer_provider() -> None:
+    """Export spans over OTLP/HTTP unless the process already set up OpenTelemetry itself.
+
+    The exporter reads the standard variables (OTEL_EXPORTER_OTLP_ENDPOINT, default http://localhost:4318;
+    OTEL_SERVICE_NAME, default "tocsin"). A process run under `opentelemetry-instrument`, or one that set its
+    own tracer provider, is left as it is.
+    """
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    if isinstance(trace.get_tracer_provider(), TracerProvider):
+        return
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    except ImportError as exc:
+        raise RuntimeError("TOCSIN_OTEL_TRACING needs the 'otel' extra: pip install 'tocsin[otel]'") from exc
+    provider = TracerProvider(resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "tocsin")}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
 
 
 async def connect_temporal(
@@ -48,6 +80,24 @@ async def connect_temporal(
         data_converter=pydantic_data_converter,
         runtime=runtime_for(metrics_bind),
         interceptors=tracing_interceptors(tracing),
+    )
+
+
+async def connect_from_settings(settings: Settings, *, address: str | None = None) -> Client:
+    """The client the CLI uses: TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE, the SDK's Prometheus metrics on
+    TOCSIN_METRICS_BIND, OpenTelemetry tracing if TOCSIN_OTEL_TRACING. Workers built from it inherit both.
+
+    `address` overrides TEMPORAL_ADDRESS (the dev stack passes its own server's). Call it before any other
+    client is connected in the process if metrics are wanted: the metrics live in the client's runtime.
+    """
+    target = address or settings.temporal_address
+    if not target:
+        raise ValueError("TEMPORAL_ADDRESS is not set")
+    return await connect_temporal(
+        target,
+        namespace=settings.temporal_namespace,
+        metrics_bind=settings.metrics_bind,
+        tracing=settings.otel_tracing,
     )
 
 
