@@ -68,17 +68,16 @@ class JourneyActivities:
             progress.reason,
             extra={"kind": progress.kind, "reason": progress.reason, "state": run.state, "step": run.current_step},
         )
-        definition_step = None
         async with self.db.transaction() as conn:
             definition = await self.db.definition(conn, run.definition_id)
-            definition_step = definition.step(run.current_step)
-            delivery = await store.lock_step_delivery(conn, run.id, run.step_activation)
+            step = definition.step(run.current_step)
+            delivery = await store.lock_step_delivery(conn, run.id, run.step_activation, lock=False)
         return c.Round(
             kind=progress.kind,
             reason=progress.reason,
             run=run_view(run),
             delivery=delivery_view(delivery) if delivery else None,
-            retry=definition_step.retry,
+            retry=step.retry,
         )
 
     @activity.defn(name="tocsin.dispatch_delivery")
