@@ -134,40 +134,7 @@ class Tocsin:
 
     async def get_run(self, run_id: uuid.UUID, *, tenant_id: str) -> RunDetail:
         """The run with its whole audit trail, its deliveries and their attempts."""
-        async with self.db.transaction() as conn:
-            run = await store.get_run(conn, run_id, tenant_id=tenant_id)
-            transitions = (
-                (
-                    await conn.execute(
-                        select(t.workflow_transitions)
-                        .where(t.workflow_transitions.c.run_id == run.id)
-                        .order_by(t.workflow_transitions.c.seq)
-                    )
-                )
-                .mappings()
-                .all()
-            )
-            deliveries = (
-                (await conn.execute(select(D).where(D.c.run_id == run.id).order_by(D.c.activation))).mappings().all()
-            )
-            attempts = (
-                (
-                    await conn.execute(
-                        select(t.delivery_attempts)
-                        .join(D, D.c.id == t.delivery_attempts.c.delivery_id)
-                        .where(D.c.run_id == run.id)
-                        .order_by(D.c.activation, t.delivery_attempts.c.attempt_number)
-                    )
-                )
-                .mappings()
-                .all()
-            )
-        return RunDetail(
-            run=run,
-            transitions=[Transition.of(r) for r in transitions],
-            deliveries=[Delivery.of(r) for r in deliveries],
-            attempts=[Attempt.of(r) for r in attempts],
-        )
+        return await get_run(self.db, run_id, tenant_id=tenant_id)
 
     async def list_runs(
         self,
@@ -180,25 +147,15 @@ class Tocsin:
         cursor: str | None = None,
     ) -> RunPage:
         """Runs newest first, a page at a time; pass `next_cursor` back for the next page."""
-        if state is not None and state not in t.RUN_STATES:
-            raise InvalidRequest(f"unknown run state {state!r}; expected one of {', '.join(t.RUN_STATES)}")
-        if not 1 <= limit <= 1000:
-            raise InvalidRequest("limit must be between 1 and 1000")
-        query = select(R).where(R.c.tenant_id == tenant_id)
-        if state is not None:
-            query = query.where(R.c.state == state)
-        if recipient is not None:
-            query = query.where(R.c.recipient == recipient)
-        if workflow_key is not None:
-            query = query.where(R.c.workflow_key == workflow_key)
-        if cursor is not None:
-            created_at, last_id = decode_cursor(cursor)
-            query = query.where(tuple_(R.c.created_at, R.c.id) < tuple_(created_at, last_id))
-        query = query.order_by(R.c.created_at.desc(), R.c.id.desc()).limit(limit + 1)
-        async with self.db.transaction() as conn:
-            rows = [Run.of(r) for r in (await conn.execute(query)).mappings().all()]
-        page, more = rows[:limit], len(rows) > limit
-        return RunPage(runs=page, next_cursor=encode_cursor(page[-1]) if more else None)
+        return await list_runs(
+            self.db,
+            tenant_id=tenant_id,
+            state=state,
+            recipient=recipient,
+            workflow_key=workflow_key,
+            limit=limit,
+            cursor=cursor,
+        )
 
     # --- signals and provider feedback ---------------------------------------------------------------
 
@@ -274,6 +231,76 @@ class Tocsin:
     async def _notify(self, run_ids: list[uuid.UUID], tenant_id: str) -> None:
         for run_id in run_ids:
             await notify_journey(self.temporal, await self._run(run_id, tenant_id), task_queue=self.task_queue)
+
+
+async def get_run(db: Database, run_id: uuid.UUID, *, tenant_id: str) -> RunDetail:
+    """`Tocsin.get_run` from the database alone, for tools that have no Temporal client (`tocsin runs show`)."""
+    async with db.transaction() as conn:
+        run = await store.get_run(conn, run_id, tenant_id=tenant_id)
+        transitions = (
+            (
+                await conn.execute(
+                    select(t.workflow_transitions)
+                    .where(t.workflow_transitions.c.run_id == run.id)
+                    .order_by(t.workflow_transitions.c.seq)
+                )
+            )
+            .mappings()
+            .all()
+        )
+        deliveries = (
+            (await conn.execute(select(D).where(D.c.run_id == run.id).order_by(D.c.activation))).mappings().all()
+        )
+        attempts = (
+            (
+                await conn.execute(
+                    select(t.delivery_attempts)
+                    .join(D, D.c.id == t.delivery_attempts.c.delivery_id)
+                    .where(D.c.run_id == run.id)
+                    .order_by(D.c.activation, t.delivery_attempts.c.attempt_number)
+                )
+            )
+            .mappings()
+            .all()
+        )
+    return RunDetail(
+        run=run,
+        transitions=[Transition.of(r) for r in transitions],
+        deliveries=[Delivery.of(r) for r in deliveries],
+        attempts=[Attempt.of(r) for r in attempts],
+    )
+
+
+async def list_runs(
+    db: Database,
+    *,
+    tenant_id: str,
+    state: str | None = None,
+    recipient: str | None = None,
+    workflow_key: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> RunPage:
+    """`Tocsin.list_runs` from the database alone."""
+    if state is not None and state not in t.RUN_STATES:
+        raise InvalidRequest(f"unknown run state {state!r}; expected one of {', '.join(t.RUN_STATES)}")
+    if not 1 <= limit <= 1000:
+        raise InvalidRequest("limit must be between 1 and 1000")
+    query = select(R).where(R.c.tenant_id == tenant_id)
+    if state is not None:
+        query = query.where(R.c.state == state)
+    if recipient is not None:
+        query = query.where(R.c.recipient == recipient)
+    if workflow_key is not None:
+        query = query.where(R.c.workflow_key == workflow_key)
+    if cursor is not None:
+        created_at, last_id = decode_cursor(cursor)
+        query = query.where(tuple_(R.c.created_at, R.c.id) < tuple_(created_at, last_id))
+    query = query.order_by(R.c.created_at.desc(), R.c.id.desc()).limit(limit + 1)
+    async with db.transaction() as conn:
+        rows = [Run.of(r) for r in (await conn.execute(query)).mappings().all()]
+    page, more = rows[:limit], len(rows) > limit
+    return RunPage(runs=page, next_cursor=encode_cursor(page[-1]) if more else None)
 
 
 def encode_cursor(run: Run) -> str:
