@@ -16,8 +16,11 @@ from journey_harness import Harness
 from peers import HttpReply, SmtpReplies
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowUpdateFailedError
+from temporalio.testing import WorkflowEnvironment
 
+from tocsin import Tocsin
 from tocsin.contracts import CancelRequest
+from tocsin.db import Database
 from tocsin.models import RunDetail
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -340,3 +343,29 @@ async def test_duplicate_start_and_duplicate_wakes_never_duplicate_a_delivery(ha
     started = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED]
     assert len(started) == 1
     await record_history(harness, first.id, "duplicate_wakes")
+
+
+async def test_cancel_without_a_worker_falls_back_to_postgres(time_env: WorkflowEnvironment, db: Database) -> None:
+    # No worker polls this task queue: the workflow never takes the update, so cancel must not hang.
+    tocsin = Tocsin(db, time_env.client, task_queue=f"nobody-{uuid.uuid4()}")
+    tocsin.update_timeout = timedelta(seconds=1)
+    await tocsin.register_definition(MENTION)
+    run = await tocsin.start_run(
+        workflow_key="mention_escalation",
+        tenant_id="acme",
+        recipient="user:1",
+        data={"actor": "A", "excerpt": "x"},
+        idempotency_key="no-worker",
+    )
+    assert run.workflow_started
+
+    cancelled = await tocsin.cancel_run(run.id, tenant_id="acme", reason="unsubscribed")
+
+    assert (cancelled.state, cancelled.status_reason, cancelled.terminal_reason) == (
+        "stopped",
+        "stopped_by_request",
+        "unsubscribed",
+    )
+    detail = await tocsin.get_run(run.id, tenant_id="acme")
+    assert [d.status for d in detail.deliveries] == ["cancelled"]
+    assert reasons(detail)[-1] == "workflow_cancelled"

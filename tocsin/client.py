@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import base64
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import select, tuple_
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 
 from tocsin import contracts as c
@@ -41,6 +41,8 @@ class Tocsin:
         self.temporal = temporal_client
         self.task_queue = task_queue
         self._owns_db = owns
+        # How long a cancel waits for the run's workflow to take its update before cancelling in Postgres.
+        self.update_timeout = timedelta(seconds=10)
 
     @classmethod
     async def connect(
@@ -123,11 +125,16 @@ class Tocsin:
         if run.workflow_started:
             try:
                 await self.temporal.get_workflow_handle(workflow_id(run.id)).execute_update(
-                    c.CANCEL_UPDATE, c.CancelRequest(tenant_id=tenant_id, reason=reason), result_type=c.RunView
+                    c.CANCEL_UPDATE,
+                    c.CancelRequest(tenant_id=tenant_id, reason=reason),
+                    result_type=c.RunView,
+                    rpc_timeout=self.update_timeout,
                 )
                 return await self._run(run_id, tenant_id)
-            except (WorkflowUpdateFailedError, RPCError):
-                pass  # the workflow is gone or finishing: cancel in Postgres directly, below
+            except (WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError, RPCError):
+                # The workflow is gone or finishing, or no worker took the update in time: cancel in Postgres
+                # directly. A late update is then a no-op on a stopped run.
+                pass
         stopped = await engine.cancel_run(self.db, run.id, tenant_id=tenant_id, reason=reason, now=utcnow())
         await notify_journey(self.temporal, stopped, task_queue=self.task_queue)
         return stopped

@@ -55,3 +55,7 @@ class InvalidDeliveryTransition(TocsinError):
 
 class InvalidRequest(TocsinError, ValueError):
     """An API call with an argument that cannot be valid (blank reason, unknown outcome, ...)."""
+
+
+class ConfigurationError(TocsinError):
+    """A setting that cannot work as given (a missing extra, an impossible combination)."""

@@ -12,6 +12,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from tocsin import contracts as c
+from tocsin.errors import ConfigurationError
 from tocsin.settings import Settings
 
 _runtimes: dict[str, Runtime] = {}
@@ -39,7 +40,7 @@ def tracing_interceptors(enabled: bool) -> list[Interceptor]:
     try:
         from temporalio.contrib.opentelemetry import TracingInterceptor
     except ImportError as exc:  # opentelemetry is an optional extra
-        raise RuntimeError("TOCSIN_OTEL_TRACING needs the 'otel' extra: pip install 'tocsin[otel]'") from exc
+        raise ConfigurationError("TOCSIN_OTEL_TRACING needs the 'otel' extra: pip install 'tocsin[otel]'") from exc
     ensure_tracer_provider()
     return [TracingInterceptor()]
 
@@ -61,7 +62,7 @@ def ensure_tracer_provider() -> None:
     try:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     except ImportError as exc:
-        raise RuntimeError("TOCSIN_OTEL_TRACING needs the 'otel' extra: pip install 'tocsin[otel]'") from exc
+        raise ConfigurationError("TOCSIN_OTEL_TRACING needs the 'otel' extra: pip install 'tocsin[otel]'") from exc
     provider = TracerProvider(resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "tocsin")}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
