@@ -187,26 +187,15 @@ async def cancel_run(db: Database, run_id: uuid.UUID, *, tenant_id: str, reason:
         run = await store.lock_run(conn, run_id, tenant_id=tenant_id)
         if run.finished:
             return run
-        stopped = await store.update_run(
-            conn,
-            run.id,
-            now=now,
-            state="stopped",
-            status_reason="stopped_by_request",
-            status_context={"reason": reason},
-            terminal_reason=reason,
-            due_at=None,
-            pending_signals=[],
-        )
-        await store.append_transition(
+        stopped = await store.finish_run(
             conn,
             run,
             now=now,
-            reason="workflow_cancelled",
-            from_state=run.state,
-            to_state="stopped",
-            step_key=run.current_step,
+            state="stopped",
+            status_reason="stopped_by_request",
+            transition_reason="workflow_cancelled",
             context={"reason": reason},
+            terminal_reason=reason,
         )
         open_deliveries = (
             (
@@ -252,49 +241,31 @@ async def _progress_locked(db: Database, conn: AsyncConnection, run: Run, *, now
         case Halt(rule, branch):
             await _retire_if_failed(conn, delivery, now=now)
             context = _terminal_context("stop", branch, delivery)
-            stopped = await store.update_run(
-                conn,
-                run.id,
-                now=now,
-                state="stopped",
-                status_reason="workflow_stopped",
-                status_context=context,
-                terminal_reason=f"rule:{rule.outcome}",
-            )
-            await store.append_transition(
+            stopped = await store.finish_run(
                 conn,
                 run,
                 now=now,
-                reason="workflow_stopped",
-                from_state="active",
-                to_state="stopped",
-                step_key=run.current_step,
-                delivery_id=delivery.id,
+                state="stopped",
+                status_reason="workflow_stopped",
+                transition_reason="workflow_stopped",
                 context=context,
+                terminal_reason=f"rule:{rule.outcome}",
+                delivery_id=delivery.id,
             )
             return Progress(kind="stopped", run=stopped)
         case EnterWait(rule, branch):
             return await _enter_wait(conn, run, delivery, rule, now=now)
         case Complete(branch):
             context = _terminal_context("implicit_completion", branch, delivery)
-            completed = await store.update_run(
-                conn,
-                run.id,
-                now=now,
-                state="completed",
-                status_reason="workflow_completed",
-                status_context=context,
-            )
-            await store.append_transition(
+            completed = await store.finish_run(
                 conn,
                 run,
                 now=now,
-                reason="workflow_completed",
-                from_state="active",
-                to_state="completed",
-                step_key=run.current_step,
-                delivery_id=delivery.id,
+                state="completed",
+                status_reason="workflow_completed",
+                transition_reason="workflow_completed",
                 context=context,
+                delivery_id=delivery.id,
             )
             return Progress(kind="completed", run=completed)
     raise AssertionError("unreachable")  # pragma: no cover
@@ -501,26 +472,15 @@ async def _stop_at_limit(
         "step_activation": run.step_activation,
         "max_step_activations": definition.max_step_activations,
     }
-    stopped = await store.update_run(
-        conn,
-        run.id,
-        now=now,
-        state="stopped",
-        status_reason="step_limit_exceeded",
-        status_context=context,
-        terminal_reason="limit:max_step_activations",
-        due_at=None,
-        pending_signals=[],
-    )
-    await store.append_transition(
+    stopped = await store.finish_run(
         conn,
         run,
         now=now,
-        reason="step_limit_exceeded",
-        from_state=run.state,
-        to_state="stopped",
-        step_key=run.current_step,
-        delivery_id=delivery_id,
+        state="stopped",
+        status_reason="step_limit_exceeded",
+        transition_reason="step_limit_exceeded",
         context=context,
+        terminal_reason="limit:max_step_activations",
+        delivery_id=delivery_id,
     )
     return Progress(kind="stopped", run=stopped)

@@ -21,28 +21,16 @@ S = t.signals
 
 async def stop_by_signal(conn: AsyncConnection, run: Run, signal: Signal, *, now: datetime) -> Run:
     """Stop a run (locked by the caller) because `signal` arrived."""
-    stopped = await store.update_run(
-        conn,
-        run.id,
-        now=now,
-        state="stopped",
-        status_reason="stopped_by_signal",
-        status_context={"event_name": signal.name, "signal_id": str(signal.id)},
-        terminal_reason=f"signal:{signal.name}",
-        due_at=None,
-        pending_signals=[],
-    )
-    await store.append_transition(
+    return await store.finish_run(
         conn,
         run,
         now=now,
-        reason="signal_received",
-        from_state=run.state,
-        to_state="stopped",
-        step_key=run.current_step,
+        state="stopped",
+        status_reason="stopped_by_signal",
+        transition_reason="signal_received",
         context={"event_name": signal.name, "signal_id": str(signal.id)},
+        terminal_reason=f"signal:{signal.name}",
     )
-    return stopped
 
 
 async def earliest_cancelling_signal(conn: AsyncConnection, run: Run, names: tuple[str, ...]) -> Signal | None:

@@ -174,6 +174,44 @@ async def append_transition(
     return Transition.of(row)
 
 
+async def finish_run(
+    conn: AsyncConnection,
+    run: Run,
+    *,
+    now: datetime,
+    state: str,
+    status_reason: str,
+    transition_reason: str,
+    context: dict[str, Any],
+    terminal_reason: str | None = None,
+    delivery_id: uuid.UUID | None = None,
+) -> Run:
+    """End a locked run (completed or stopped) and record why, in the run and in its audit trail alike."""
+    finished = await update_run(
+        conn,
+        run.id,
+        now=now,
+        state=state,
+        status_reason=status_reason,
+        status_context=context,
+        terminal_reason=terminal_reason,
+        due_at=None,
+        pending_signals=[],
+    )
+    await append_transition(
+        conn,
+        run,
+        now=now,
+        reason=transition_reason,
+        from_state=run.state,
+        to_state=state,
+        step_key=run.current_step,
+        delivery_id=delivery_id,
+        context=context,
+    )
+    return finished
+
+
 def iso(moment: datetime | None) -> str | None:
     """Timestamps inside jsonb contexts are ISO-8601 strings."""
     return moment.isoformat() if moment is not None else None
