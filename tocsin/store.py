@@ -23,20 +23,19 @@ T = t.workflow_transitions
 
 
 async def lock_run(conn: AsyncConnection, run_id: uuid.UUID, *, tenant_id: str | None = None) -> Run:
-    """The run row, locked FOR UPDATE until the transaction ends. A wrong tenant looks like no run."""
-    query = select(R).where(R.c.id == run_id).with_for_update()
-    if tenant_id is not None:
-        query = query.where(R.c.tenant_id == tenant_id)
-    row = (await conn.execute(query)).mappings().first()
-    if row is None:
-        raise RunNotFound(f"run {run_id} not found" + (f" for tenant {tenant_id!r}" if tenant_id else ""))
-    return Run.of(row)
+    """The run row, locked FOR UPDATE until the transaction ends."""
+    return await get_run(conn, run_id, tenant_id=tenant_id, lock=True)
 
 
-async def get_run(conn: AsyncConnection, run_id: uuid.UUID, *, tenant_id: str | None = None) -> Run:
+async def get_run(
+    conn: AsyncConnection, run_id: uuid.UUID, *, tenant_id: str | None = None, lock: bool = False
+) -> Run:
+    """The run row; with `tenant_id`, another tenant's run looks like no run at all (RunNotFound)."""
     query = select(R).where(R.c.id == run_id)
     if tenant_id is not None:
         query = query.where(R.c.tenant_id == tenant_id)
+    if lock:
+        query = query.with_for_update()
     row = (await conn.execute(query)).mappings().first()
     if row is None:
         raise RunNotFound(f"run {run_id} not found" + (f" for tenant {tenant_id!r}" if tenant_id else ""))
