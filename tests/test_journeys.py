@@ -19,7 +19,7 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from tocsin import Tocsin
-from tocsin.contracts import CancelRequest
+from tocsin.contracts import CancelRequest, Round
 from tocsin.db import Database
 from tocsin.models import RunDetail
 
@@ -151,6 +151,8 @@ async def test_mention_journey_waits_two_hours_then_emails(harness: Harness) -> 
 async def test_reading_the_notification_during_the_wait_stops_the_run_and_its_timer(harness: Harness) -> None:
     run_id = await start(harness, MENTION, {"actor": "Grace", "excerpt": "see PR 12"})
     waiting = await harness.until(run_id, lambda d: d.run.state == "waiting", "the run to wait")
+    status = await harness.handle(run_id).query("status", result_type=Round)
+    assert (status.kind, status.run.state, status.run.due_at) == ("waiting", "waiting", waiting.run.due_at)
     [item] = await harness.tocsin.inbox(tenant_id="acme", recipient="email:ada@example.com")
     assert item.id == waiting.deliveries[0].id
 
