@@ -9,7 +9,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -158,7 +158,8 @@ async def progress_due_runs(
     own workflow timer is about to fire (the reconcile sweep only rescues lost timers).
     """
     results: list[Progress] = []
-    seen: list[uuid.UUID] = []
+    # Keyset paging past the last run taken: each run is visited at most once per sweep, at a constant cost.
+    after: tuple[datetime, uuid.UUID] | None = None
     while len(results) < limit:
         async with db.transaction() as conn:
             query = (
@@ -168,13 +169,14 @@ async def progress_due_runs(
                 .limit(1)
                 .with_for_update(skip_locked=True)
             )
-            if seen:
-                query = query.where(R.c.id.not_in(seen))
+            if after is not None:
+                query = query.where(tuple_(R.c.due_at, R.c.id) > tuple_(*after))
             row = (await conn.execute(query)).mappings().first()
             if row is None:
                 break
             run = Run.of(row)
-            seen.append(run.id)
+            assert run.due_at is not None
+            after = (run.due_at, run.id)
             results.append(await _progress_locked(db, conn, run, now=now))
     return results
 
