@@ -54,6 +54,7 @@ from tocsin.db import tables as t
 from tocsin.db.database import async_url
 from tocsin.deliveries import SendKind, SendResult, mark_dispatched, record_attempt
 from tocsin.engine import create_run, progress_due_runs, progress_run
+from tocsin.examples import example
 from tocsin.models import Progress, Run
 from tocsin.registry import register_definition
 
@@ -62,33 +63,8 @@ TENANT = "bench"
 DATA = {"actor": "Ada", "excerpt": "see the draft"}
 CALLERS = 20
 
-# SPEC 3's example: in_app, then email on a bounce, or two hours after the in-app message landed.
-ESCALATION: dict[str, Any] = {
-    "key": "bench_escalation",
-    "version": 1,
-    "steps": [
-        {
-            "key": "in_app",
-            "channel": "in_app",
-            "content": {"title": "{{ actor }} mentioned you", "body": "{{ excerpt }}"},
-            "progress": [
-                {"kind": "on_outcome", "outcome": "bounced", "to_step": "email"},
-                {
-                    "kind": "wait_until",
-                    "anchor": "prior_delivery_terminal_at",
-                    "delay": "PT2H",
-                    "to_step": "email",
-                    "cancel_signals": ["notification.read"],
-                },
-            ],
-        },
-        {
-            "key": "email",
-            "channel": "email",
-            "content": {"subject": "You were mentioned", "body": "{{ actor }} wrote: {{ excerpt }}"},
-        },
-    ],
-}
+# SPEC 3's example (shipped with tocsin): in_app, then email on a bounce, or two hours after it landed.
+ESCALATION = example("mention_escalation", key="bench_escalation")
 
 
 @dataclass

@@ -42,6 +42,7 @@ from tocsin.client import Tocsin
 from tocsin.contracts import RunView
 from tocsin.db import Database
 from tocsin.db import tables as t
+from tocsin.examples import example
 from tocsin.models import workflow_id
 from tocsin.registry import register_definition
 from tocsin.temporal import declare_search_attributes
@@ -58,32 +59,7 @@ ONE_STEP: dict[str, Any] = {
     "steps": [{"key": "in_app", "channel": "in_app", "content": {"title": "{{ actor }} mentioned you"}}],
 }
 
-TWO_STEP: dict[str, Any] = {
-    "key": "bench_mention",
-    "version": 1,
-    "steps": [
-        {
-            "key": "in_app",
-            "channel": "in_app",
-            "content": {"title": "{{ actor }} mentioned you", "body": "{{ excerpt }}"},
-            "progress": [
-                {"kind": "on_outcome", "outcome": "bounced", "to_step": "email"},
-                {
-                    "kind": "wait_until",
-                    "anchor": "prior_delivery_terminal_at",
-                    "delay": "PT2H",
-                    "to_step": "email",
-                    "cancel_signals": ["notification.read"],
-                },
-            ],
-        },
-        {
-            "key": "email",
-            "channel": "log",
-            "content": {"subject": "You were mentioned", "body": "{{ actor }} wrote: {{ excerpt }}"},
-        },
-    ],
-}
+TWO_STEP = example("mention_escalation", key="bench_mention")
 
 
 @dataclass(frozen=True)

@@ -86,9 +86,7 @@ async def test_smtp_sends_html_alternative_to_content_address(smtp_server: SmtpS
     ],
     indirect=["smtp_server"],
 )
-async def test_smtp_maps_refusals(
-    smtp_server: SmtpServer, error_type: type[DeliveryError], error: str
-) -> None:
+async def test_smtp_maps_refusals(smtp_server: SmtpServer, error_type: type[DeliveryError], error: str) -> None:
     with pytest.raises(error_type) as caught:
         await smtp_server.channel().send(make_message())
 
@@ -112,9 +110,7 @@ async def test_smtp_unreachable_server_is_temporary() -> None:
         ({"content": {"subject": "Hi\nBcc: eve@example.com", "body": "x"}}, "invalid_email_header"),
     ],
 )
-async def test_smtp_unsendable_message_is_permanent_without_connecting(
-    overrides: dict[str, Any], error: str
-) -> None:
+async def test_smtp_unsendable_message_is_permanent_without_connecting(overrides: dict[str, Any], error: str) -> None:
     # Nothing listens on this port: reaching it would raise TemporaryDeliveryError instead.
     channel = SmtpChannel("127.0.0.1", free_port(), sender="tocsin@example.com", timeout=5)
 

@@ -319,9 +319,7 @@ def test_the_valid_base_parses() -> None:
     WorkflowDefinition.parse(valid())
 
 
-@pytest.mark.parametrize(
-    ("edit", "code", "location"), [case[1:] for case in CASES], ids=[c[0] for c in CASES]
-)
+@pytest.mark.parametrize(("edit", "code", "location"), [case[1:] for case in CASES], ids=[c[0] for c in CASES])
 def test_each_problem_has_its_code_and_location(edit: Edit, code: str, location: str) -> None:
     doc = valid()
     edit(doc)
@@ -415,9 +413,7 @@ def test_retry_intervals_accept_seconds_and_normalized_fields() -> None:
         "backoff_coefficient": 3,
     }
     retry = WorkflowDefinition.parse(doc).step("b").retry
-    assert retry == RetryPolicy(
-        initial_interval_seconds=10, maximum_interval_seconds=600, backoff_coefficient=3.0
-    )
+    assert retry == RetryPolicy(initial_interval_seconds=10, maximum_interval_seconds=600, backoff_coefficient=3.0)
     assert isinstance(retry.backoff_coefficient, float)
 
 
@@ -654,8 +650,7 @@ contents = st.dictionaries(
     st.recursive(
         json_leaf,
         lambda inner: (
-            st.lists(inner, max_size=3)
-            | st.dictionaries(st.text(alphabet="xyz", max_size=3), inner, max_size=3)
+            st.lists(inner, max_size=3) | st.dictionaries(st.text(alphabet="xyz", max_size=3), inner, max_size=3)
         ),
         max_leaves=8,
     ),
@@ -671,9 +666,7 @@ def raw_definitions(draw: st.DrawFn) -> dict[str, Any]:
         rules: list[dict[str, Any]] = []
         for outcome in draw(st.lists(st.sampled_from(OUTCOMES), unique=True, max_size=3)):
             if draw(st.booleans()):
-                rules.append(
-                    {"kind": "on_outcome", "outcome": outcome, "to_step": draw(st.sampled_from(keys))}
-                )
+                rules.append({"kind": "on_outcome", "outcome": outcome, "to_step": draw(st.sampled_from(keys))})
             else:
                 rules.append({"kind": "stop", "outcome": outcome})
         if draw(st.booleans()):

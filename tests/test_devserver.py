@@ -8,7 +8,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from journey_harness import eventually
@@ -24,23 +23,10 @@ from tocsin.channels import InAppChannel, LogChannel
 from tocsin.db import Database
 from tocsin.db import tables as t
 from tocsin.dispatch import dispatch_delivery
+from tocsin.examples import example
 from tocsin.models import workflow_id
 
-MENTION: dict[str, Any] = {
-    "key": "mention_escalation",
-    "version": 1,
-    "steps": [
-        {
-            "key": "in_app",
-            "channel": "in_app",
-            "content": {"title": "{{ actor }} mentioned you"},
-            "progress": [
-                {"kind": "wait_until", "delay": "PT2H", "to_step": "email", "cancel_signals": ["notification.read"]}
-            ],
-        },
-        {"key": "email", "channel": "email", "content": {"subject": "You were mentioned"}},
-    ],
-}
+MENTION = example("mention_escalation")
 
 
 @pytest.fixture
@@ -75,7 +61,7 @@ async def test_a_waiting_run_is_found_by_its_search_attributes(tocsin_on_dev: To
         workflow_key="mention_escalation",
         tenant_id="acme",
         recipient="user:42",
-        data={"actor": "Ada"},
+        data={"actor": "Ada", "excerpt": "x"},
         idempotency_key="visible-1",
     )
     wid = workflow_id(run.id)
@@ -116,7 +102,7 @@ async def test_the_reconcile_schedule_rescues_lost_starts_and_lost_timers(tocsin
         workflow_key="mention_escalation",
         recipient="user:1",
         idempotency_key="lost-start",
-        data={"actor": "Ada"},
+        data={"actor": "Ada", "excerpt": "x"},
         now=host_now - timedelta(hours=3),
     )
     # A run whose in-app message landed three hours ago; its workflow (and the 2 h timer) was lost.
@@ -127,7 +113,7 @@ async def test_the_reconcile_schedule_rescues_lost_starts_and_lost_timers(tocsin
         workflow_key="mention_escalation",
         recipient="user:2",
         idempotency_key="lost-timer",
-        data={"actor": "Ada"},
+        data={"actor": "Ada", "excerpt": "x"},
         now=past,
     )
     detail = await tocsin_on_dev.get_run(lost_timer.id, tenant_id="acme")

@@ -21,37 +21,13 @@ from temporalio.testing import WorkflowEnvironment
 from tocsin import Tocsin
 from tocsin.contracts import CancelRequest, Round
 from tocsin.db import Database
+from tocsin.examples import example
 from tocsin.models import RunDetail
 
 HISTORIES = Path(__file__).parent / "histories"
 RECORD = os.environ.get("TOCSIN_RECORD_HISTORIES") == "1"
 
-MENTION: dict[str, Any] = {
-    "key": "mention_escalation",
-    "version": 1,
-    "steps": [
-        {
-            "key": "in_app",
-            "channel": "in_app",
-            "content": {"title": "{{ actor }} mentioned you", "body": "{{ excerpt }}"},
-            "progress": [
-                {"kind": "on_outcome", "outcome": "bounced", "to_step": "email"},
-                {
-                    "kind": "wait_until",
-                    "anchor": "prior_delivery_terminal_at",
-                    "delay": "PT2H",
-                    "to_step": "email",
-                    "cancel_signals": ["notification.read"],
-                },
-            ],
-        },
-        {
-            "key": "email",
-            "channel": "email",
-            "content": {"subject": "You were mentioned", "body": "{{ actor }} wrote: {{ excerpt }}"},
-        },
-    ],
-}
+MENTION = example("mention_escalation")
 
 DUNNING: dict[str, Any] = {
     "key": "dunning",

@@ -93,9 +93,7 @@ def test_every_broken_template_is_reported() -> None:
 @pytest.mark.parametrize("content", ["{{ title }}", ["x"], None, 3])
 def test_content_must_be_a_mapping(content: object) -> None:
     assert template_problems(content, "steps[1].content") == [
-        Problem(
-            "steps[1].content", "invalid_template", "content must be a mapping of field names to templates"
-        )
+        Problem("steps[1].content", "invalid_template", "content must be a mapping of field names to templates")
     ]
 
 

@@ -9,17 +9,16 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
 from tocsin.client import Tocsin
 from tocsin.devstack import DevStack, DevStackError, describe, dev_stack
+from tocsin.examples import example
 from tocsin.models import RunDetail
 from tocsin.render import run_timeline
 from tocsin.settings import Settings
@@ -27,9 +26,7 @@ from tocsin.settings import Settings
 
 def demo_definition(wait_seconds: int) -> dict[str, Any]:
     """The bundled mention journey, with the two-hour wait shortened so the demo ends in under a minute."""
-    text = resources.files("tocsin").joinpath("examples/mention_escalation.yaml").read_text()
-    definition: dict[str, Any] = yaml.safe_load(text)
-    definition["key"] = f"mention_escalation_demo_{wait_seconds}s"
+    definition = example("mention_escalation", key=f"mention_escalation_demo_{wait_seconds}s")
     wait = definition["steps"][0]["progress"][1]
     del wait["delay"]
     wait["delay_seconds"] = wait_seconds

@@ -27,9 +27,7 @@ async def lock_run(conn: AsyncConnection, run_id: uuid.UUID, *, tenant_id: str |
     return await get_run(conn, run_id, tenant_id=tenant_id, lock=True)
 
 
-async def get_run(
-    conn: AsyncConnection, run_id: uuid.UUID, *, tenant_id: str | None = None, lock: bool = False
-) -> Run:
+async def get_run(conn: AsyncConnection, run_id: uuid.UUID, *, tenant_id: str | None = None, lock: bool = False) -> Run:
     """The run row; with `tenant_id`, another tenant's run looks like no run at all (RunNotFound)."""
     query = select(R).where(R.c.id == run_id)
     if tenant_id is not None:
