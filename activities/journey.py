@@ -71,7 +71,7 @@ class JourneyActivities:
         async with self.db.transaction() as conn:
             definition = await self.db.definition(conn, run.definition_id)
             step = definition.step(run.current_step)
-            delivery = await store.lock_step_delivery(conn, run.id, run.step_activation, lock=False)
+            delivery = await store.step_delivery(conn, run.id, run.step_activation)
         return c.Round(
             kind=progress.kind,
             reason=progress.reason,

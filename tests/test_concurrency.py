@@ -34,9 +34,12 @@ from journeys import (
 )
 from sqlalchemy import func, select, text
 
+from tocsin import store
 from tocsin.db import Database
 from tocsin.db import tables as t
 from tocsin.engine import create_run, progress_due_runs, progress_run, route_signal
+from tocsin.feedback import record_delivery_outcome
+from tocsin.inbox import stamp_receipt
 from tocsin.models import Progress
 from tocsin.registry import register_definition
 
@@ -289,3 +292,30 @@ async def test_a_signal_and_the_wait_queued_on_the_run_lock(db: Database, t0: da
     else:
         assert (progressed.kind, stopped) == ("stopped", [])
         assert reasons(trail)[2:] == ["signal_received"]
+
+
+@pytest.mark.parametrize("report", ["read", "late_bounce"])
+async def test_a_receipt_or_late_report_racing_a_decision_waits_instead_of_deadlocking(
+    db: Database, t0: datetime, report: str
+) -> None:
+    # progress_run locks the run, then its delivery. A read receipt or a late provider report touches the
+    # same two rows (and signals the run): it must take them in the same order, or one side deadlocks.
+    run = await start(db, ESCALATION, now=t0)
+    delivery = await drive(db, (await delivery_at(db, run.id, 1))["id"], "succeeded", now=t0)
+    async with db.transaction() as conn:
+        await store.lock_run(conn, run.id)
+        if report == "read":
+            racing = asyncio.create_task(
+                stamp_receipt(db, delivery.id, tenant_id=TENANT, receipt="read_at", now=later(t0, seconds=1))
+            )
+        else:
+            racing = asyncio.create_task(
+                record_delivery_outcome(db, delivery.id, tenant_id=TENANT, outcome="bounced", now=later(t0, seconds=1))
+            )
+        await lock_waiters(db, 1)
+        await store.step_delivery(conn, run.id, 1, lock=True)
+    settled = await racing
+    assert (settled[0] if isinstance(settled, tuple) else settled).id == delivery.id
+    assert [s["name"] for s in await rows(db, t.signals)] == [
+        "notification.read" if report == "read" else "delivery.bounced"
+    ]

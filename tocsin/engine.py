@@ -231,7 +231,7 @@ async def _progress_locked(db: Database, conn: AsyncConnection, run: Run, *, now
 
     definition = await db.definition(conn, run.definition_id)
     step = definition.step(run.current_step)
-    delivery = await store.lock_step_delivery(conn, run.id, run.step_activation)
+    delivery = await store.step_delivery(conn, run.id, run.step_activation, lock=True)
     if delivery is None:
         return Progress(kind="noop", run=run, reason="no_active_step_delivery")
     outcome = outcome_of(delivery, await store.latest_attempt(conn, delivery.id))

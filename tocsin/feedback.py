@@ -36,8 +36,9 @@ async def record_delivery_outcome(
     """Record what the provider reported about a delivery.
 
     A delivery still `dispatched` (awaiting feedback) moves to the reported status, so the run branches on
-    it. On a delivery that is already terminal the report is kept as an attempt row and a signal
-    `delivery.<outcome>` for that run (a waiting run may listen for it), never as a status change.
+    it. Otherwise (terminal, or `failed` and due for a retry, where the status machine allows no such move)
+    the report is kept as an attempt row and a signal `delivery.<outcome>` for that run (a waiting run may
+    listen for it), never as a status change.
     """
     kind = FEEDBACK_KINDS.get(outcome)
     if kind is None:
@@ -46,7 +47,7 @@ async def record_delivery_outcome(
         kind, error=error, provider_message_id=provider_message_id, provider_response=provider_response or {}
     )
     async with db.transaction() as conn:
-        delivery = await store.lock_delivery(conn, delivery_id, tenant_id=tenant_id)
+        delivery, _ = await store.lock_delivery_and_run(conn, delivery_id, tenant_id=tenant_id)
         settled = await apply_result(conn, delivery, result, now=now)
         if delivery.status != "dispatched":
             await route_in(

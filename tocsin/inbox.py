@@ -46,7 +46,7 @@ async def stamp_receipt(
     """Stamp `read_at`/`seen_at` once and signal that delivery's run only (reading one notification never
     cancels another run). Returns the delivery and the runs the signal stopped; a repeat changes nothing."""
     async with db.transaction() as conn:
-        delivery = await store.lock_delivery(conn, delivery_id, tenant_id=tenant_id)
+        delivery, _ = await store.lock_delivery_and_run(conn, delivery_id, tenant_id=tenant_id)
         if getattr(delivery, receipt) is not None:
             return delivery, []
         stamped = await store.update_delivery(conn, delivery.id, now=now, **{receipt: now})

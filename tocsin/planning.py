@@ -48,7 +48,7 @@ async def plan_next_step_delivery(conn: AsyncConnection, run: Run, step: Step, *
         .on_conflict_do_nothing(index_elements=[D.c.run_id, D.c.activation])
         .returning(D.c.id)
     )
-    delivery = await store.lock_step_delivery(conn, run.id, run.step_activation)
+    delivery = await store.step_delivery(conn, run.id, run.step_activation, lock=True)
     assert delivery is not None  # inserted now, or by whoever won the conflict
     if inserted is not None and render_error is not None:
         delivery = await move(conn, delivery, "suppressed", now=now, suppression_reason="render_failed")

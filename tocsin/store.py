@@ -69,10 +69,22 @@ async def lock_delivery(conn: AsyncConnection, delivery_id: uuid.UUID, *, tenant
     return Delivery.of(row)
 
 
-async def lock_step_delivery(
-    conn: AsyncConnection, run_id: uuid.UUID, activation: int, *, lock: bool = True
+async def lock_delivery_and_run(
+    conn: AsyncConnection, delivery_id: uuid.UUID, *, tenant_id: str
+) -> tuple[Delivery, Run]:
+    """Lock a delivery's run, then the delivery: the order every decision takes (run before delivery),
+    so that a receipt or a provider report racing `progress_run` waits instead of deadlocking."""
+    run_id = await conn.scalar(select(D.c.run_id).where(D.c.id == delivery_id, D.c.tenant_id == tenant_id))
+    if run_id is None:
+        raise DeliveryNotFound(f"delivery {delivery_id} not found for tenant {tenant_id!r}")
+    run = await lock_run(conn, run_id)
+    return await lock_delivery(conn, delivery_id), run
+
+
+async def step_delivery(
+    conn: AsyncConnection, run_id: uuid.UUID, activation: int, *, lock: bool = False
 ) -> Delivery | None:
-    """The delivery of one step activation, locked FOR UPDATE unless `lock` is false (a plain read)."""
+    """The delivery of one step activation; with `lock`, locked FOR UPDATE until the transaction ends."""
     query = select(D).where(D.c.run_id == run_id, D.c.activation == activation)
     if lock:
         query = query.with_for_update()
