@@ -31,6 +31,7 @@ class Recorder:
     """An adapter that records each message and answers with `raises` (an exception) or a receipt."""
 
     raises: Exception | None = None
+    awaiting_feedback: bool = False
     sent: list[OutboundMessage] = field(default_factory=list)
     lock_free: list[bool] = field(default_factory=list)
     db_url: str | None = None
@@ -48,7 +49,11 @@ class Recorder:
                 await conn.close()
         if self.raises is not None:
             raise self.raises
-        return SendReceipt(provider_message_id=f"msg-{len(self.sent)}", provider_response={"ok": True})
+        return SendReceipt(
+            provider_message_id=f"msg-{len(self.sent)}",
+            provider_response={"ok": True},
+            awaiting_feedback=self.awaiting_feedback,
+        )
 
 
 async def first(db: Database, t0: datetime) -> tuple[uuid.UUID, uuid.UUID]:
@@ -188,3 +193,18 @@ async def test_a_send_left_in_flight_when_the_run_was_cancelled_is_not_resent(db
 
     assert (delivery.status, delivery.suppression_reason) == ("suppressed", "run_stopped")
     assert adapter.sent == []
+
+
+async def test_an_accepted_send_awaiting_feedback_is_never_sent_twice(db: Database, t0: datetime) -> None:
+    _, delivery_id = await first(db, t0)
+    adapter = Recorder(awaiting_feedback=True)
+    channels = {"in_app": adapter}
+    accepted = await dispatch_delivery(db, delivery_id, channels=channels, now=t0, attempt=1)
+    assert (accepted.status, accepted.attempt_count, accepted.terminal_at) == ("dispatched", 1, None)
+
+    # The activity is retried after its result was committed (worker lost, timeout): nothing is resent.
+    retried = await dispatch_delivery(db, delivery_id, channels=channels, now=later(t0, minutes=6), attempt=1)
+
+    assert (retried.status, len(adapter.sent)) == ("dispatched", 1)
+    [attempt] = await attempts(db, delivery_id)
+    assert (attempt["outcome"], attempt["provider_response"]) == ("succeeded", {"ok": True, "awaiting_feedback": True})

@@ -7,6 +7,8 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from tocsin import store
 from tocsin.channels import Channel, DeliveryError, OutboundMessage
 from tocsin.db import Database
@@ -33,9 +35,10 @@ async def dispatch_delivery(
 ) -> Delivery:
     """Send attempt number `attempt` (default: the next one) of a delivery and record what happened.
 
-    Idempotent: a terminal delivery, or an attempt that was already made, is returned as it is. An attempt
-    left `dispatched` by a crashed worker is sent again under the same idempotency key (the delivery id),
-    so the provider can drop the duplicate.
+    Idempotent: a terminal delivery, or an attempt that was already made, is returned as it is; so is one
+    the provider accepted and will report on later. An attempt left `dispatched` with no result by a
+    crashed worker is sent again under the same idempotency key (the delivery id), so the provider can
+    drop the duplicate.
     `now` may be a clock: the outcome is stamped when the provider answered, not when the call began.
     """
     clock: Clock = now if callable(now) else (lambda: now)
@@ -44,6 +47,8 @@ async def dispatch_delivery(
         if delivery.status in TERMINAL:
             return delivery
         resend = delivery.status == "dispatched" and attempt in (None, delivery.attempt_count)
+        if resend and await result_recorded(conn, delivery):
+            return delivery  # accepted, awaiting the provider's report: sending it again would duplicate it
         if not resend:
             if attempt is not None and delivery.attempt_count >= attempt:
                 return delivery
@@ -89,6 +94,15 @@ def log_attempt(delivery: Delivery, result: SendResult) -> None:
     )
 
 
+async def result_recorded(conn: AsyncConnection, delivery: Delivery) -> bool:
+    """Whether the send that made this delivery `dispatched` already has its result row.
+
+    Dispatching stamps `updated_at`; a result recorded afterwards is an attempt row at least as recent.
+    """
+    latest = await store.latest_attempt(conn, delivery.id)
+    return latest is not None and latest.created_at >= delivery.updated_at
+
+
 async def _send(
     message: OutboundMessage, channel: Channel | None, policy: Policy | None, *, stopped: bool
 ) -> SendResult:
@@ -106,8 +120,10 @@ async def _send(
         return SendResult(kind, error=exc.error, provider_response=exc.provider_response)
     except Exception as exc:  # an adapter bug must not wedge the run: retried, bounded by max_attempts
         return SendResult("unknown", error=f"{type(exc).__name__}: {exc}")
+    if receipt.awaiting_feedback:
+        # Recorded as a succeeded attempt (the provider took it) that is marked as not yet delivered.
+        response = {**receipt.provider_response, "awaiting_feedback": True}
+        return SendResult("accepted", provider_message_id=receipt.provider_message_id, provider_response=response)
     return SendResult(
-        "accepted" if receipt.awaiting_feedback else "succeeded",
-        provider_message_id=receipt.provider_message_id,
-        provider_response=receipt.provider_response,
+        "succeeded", provider_message_id=receipt.provider_message_id, provider_response=receipt.provider_response
     )
