@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
+from collections.abc import Awaitable
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -17,6 +20,7 @@ from tocsin.starter import start_journey, wake_journey
 
 R = t.workflow_runs
 BATCH = 500
+log = logging.getLogger("tocsin.reconcile")
 
 
 class ReconcileActivities:
@@ -24,6 +28,17 @@ class ReconcileActivities:
         self.db = db
         self.client = client
         self.task_queue = task_queue
+
+    @staticmethod
+    async def attempt(call: Awaitable[None], run_id: uuid.UUID) -> bool:
+        try:
+            await call
+        except Exception:
+            log.exception(
+                "reconcile: could not start or wake the workflow of run %s", run_id, extra={"run_id": str(run_id)}
+            )
+            return False
+        return True
 
     @activity.defn(name="tocsin.reconcile")
     async def reconcile(self, request: c.ReconcileRequest) -> c.ReconcileReport:
@@ -46,14 +61,17 @@ class ReconcileActivities:
                 .mappings()
                 .all()
             )
-        started = []
+        started: list[uuid.UUID] = []
         for row in rows:
             run = Run.of(row)
-            await start_journey(self.client, self.db, run, task_queue=self.task_queue)
-            started.append(run.id)
+            # One run that cannot be started must not keep the sweep from the others (nor the lost timers).
+            if await self.attempt(start_journey(self.client, self.db, run, task_queue=self.task_queue), run.id):
+                started.append(run.id)
         # Waits overdue by more than the grace period: their timer was lost with their workflow.
         progressed = await engine.progress_due_runs(self.db, now=request.now, limit=BATCH, overdue_by=grace)
         for progress in progressed:
             if not progress.run.finished:
-                await wake_journey(self.client, progress.run.id, task_queue=self.task_queue)
+                await self.attempt(
+                    wake_journey(self.client, progress.run.id, task_queue=self.task_queue), progress.run.id
+                )
         return c.ReconcileReport(started=started, progressed=[p.run.id for p in progressed])

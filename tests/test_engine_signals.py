@@ -420,3 +420,11 @@ async def test_a_signal_for_an_unknown_or_foreign_run_is_refused_and_writes_noth
     with pytest.raises(RunNotFound):
         await route_signal(db, tenant, RECIPIENT, "notification.read", now=t0, run_id=target)
     assert await snapshot(db) == before
+
+
+async def test_a_signal_for_a_run_of_another_recipient_is_refused(db: Database, t0: datetime) -> None:
+    run, _ = await escalation_waiting(db, now=t0)
+    before = await snapshot(db)
+    with pytest.raises(InvalidRequest, match="another recipient"):
+        await route_signal(db, TENANT, "user:someone-else", "notification.read", now=t0, run_id=run.id)
+    assert await snapshot(db) == before

@@ -176,8 +176,6 @@ class Tocsin:
         run_id: uuid.UUID | None = None,
     ) -> list[uuid.UUID]:
         """Record a signal; waiting runs that listen for it stop. Returns the ids of the runs it stopped."""
-        if run_id is not None:
-            await self._run(run_id, tenant_id)
         stopped = await route_signal(self.db, tenant_id, recipient, name, data, now=utcnow(), run_id=run_id)
         await self._notify(stopped, tenant_id)
         return stopped

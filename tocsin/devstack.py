@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import socket
 import subprocess
+import uuid
 import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from temporalio.client import Client
 from tocsin.binaries import wheel_binary
 from tocsin.db import Database
 from tocsin.errors import TocsinError
+from tocsin.models import workflow_id
 from tocsin.settings import Settings
 from tocsin.temporal import connect_temporal, search_attribute_flags
 
@@ -44,11 +46,11 @@ class DevStack:
     namespace: str
     ui_url: str | None
 
-    def run_url(self, run_id: object) -> str | None:
+    def run_url(self, run_id: uuid.UUID) -> str | None:
         """The Web UI page of a run's workflow."""
         if self.ui_url is None:
             return None
-        return f"{self.ui_url}/namespaces/{self.namespace}/workflows/tocsin-run-{run_id}"
+        return f"{self.ui_url}/namespaces/{self.namespace}/workflows/{workflow_id(run_id)}"
 
 
 def ensure_port_free(port: int, what: str, option: str) -> None:

@@ -51,13 +51,9 @@ async def create_run(
         if not value or not value.strip():
             raise InvalidRequest(f"{name} must not be blank")
     async with db.transaction() as conn:
-        existing = (
-            (await conn.execute(select(R).where(R.c.tenant_id == tenant_id, R.c.idempotency_key == idempotency_key)))
-            .mappings()
-            .first()
-        )
+        existing = await _run_by_key(conn, tenant_id, idempotency_key)
         if existing is not None:
-            return Run.of(existing), False
+            return existing, False
         definition_id, definition = await _find_definition(db, conn, workflow_key, version)
         first = definition.first_step
         run_id = uuid.uuid4()
@@ -94,16 +90,9 @@ async def create_run(
             .first()
         )
         if row is None:
-            twin = (
-                (
-                    await conn.execute(
-                        select(R).where(R.c.tenant_id == tenant_id, R.c.idempotency_key == idempotency_key)
-                    )
-                )
-                .mappings()
-                .one()
-            )
-            return Run.of(twin), False
+            twin = await _run_by_key(conn, tenant_id, idempotency_key)
+            assert twin is not None  # the conflicting row is committed: ON CONFLICT waited for it
+            return twin, False
         run = Run.of(row)
         await store.append_transition(
             conn,
@@ -127,6 +116,12 @@ async def create_run(
             context={"step_key": first.key, "source": "start_run"},
         )
         return run, True
+
+
+async def _run_by_key(conn: AsyncConnection, tenant_id: str, idempotency_key: str) -> Run | None:
+    query = select(R).where(R.c.tenant_id == tenant_id, R.c.idempotency_key == idempotency_key)
+    row = (await conn.execute(query)).mappings().first()
+    return Run.of(row) if row else None
 
 
 async def _find_definition(

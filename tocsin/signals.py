@@ -74,7 +74,9 @@ async def route_signal(
             raise InvalidRequest(f"signal {field_name} must not be blank")
     async with db.transaction() as conn:
         if run_id is not None:
-            await store.get_run(conn, run_id, tenant_id=tenant_id)  # RunNotFound, also for another tenant's run
+            target = await store.get_run(conn, run_id, tenant_id=tenant_id)  # RunNotFound for another tenant's
+            if target.recipient != recipient:
+                raise InvalidRequest(f"run {run_id} belongs to another recipient than {recipient!r}")
         return await route_in(conn, tenant_id, recipient, name, data, now=now, run_id=run_id)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy import update
 from temporalio.client import Client
@@ -28,15 +29,20 @@ async def start_journey(client: Client, db: Database, run: Run, *, task_queue: s
     workflow instead of failing or starting a twin. If the process dies between the two steps, the run
     keeps workflow_started = false and the reconcile sweep starts it again, harmlessly.
     """
+    await start_or_find(client, run.id, task_queue=task_queue, search_attributes=search_attributes(run))
+    await mark_workflow_started(db, run.id)
+
+
+async def start_or_find(client: Client, run_id: uuid.UUID, *, task_queue: str, **options: Any) -> None:
+    """The one way tocsin starts a JourneyWorkflow: its id from the run, its only argument the run id."""
     await client.start_workflow(
         c.JOURNEY_WORKFLOW,
-        str(run.id),
-        id=workflow_id(run.id),
+        str(run_id),
+        id=workflow_id(run_id),
         task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        search_attributes=search_attributes(run),
+        **options,
     )
-    await mark_workflow_started(db, run.id)
 
 
 async def mark_workflow_started(db: Database, run_id: uuid.UUID) -> None:
@@ -67,11 +73,4 @@ async def wake_journey(client: Client, run_id: uuid.UUID, *, task_queue: str) ->
     Signal-with-start: the hint reaches the running workflow, or starts one (USE_EXISTING never makes a
     twin). Only call it for runs that are not finished, or a closed workflow would be started again.
     """
-    await client.start_workflow(
-        c.JOURNEY_WORKFLOW,
-        str(run_id),
-        id=workflow_id(run_id),
-        task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        start_signal=c.WAKE_SIGNAL,
-    )
+    await start_or_find(client, run_id, task_queue=task_queue, start_signal=c.WAKE_SIGNAL)

@@ -32,9 +32,12 @@ from workflows import JourneyWorkflow, ReconcileWorkflow
 
 log = logging.getLogger("tocsin.worker")
 
-# tocsin's pure modules are imported once, outside the sandbox: they do no I/O and hold no workflow state.
+# Workflow code imports only tocsin's pure modules; they are imported once, outside the sandbox (they do no
+# I/O and hold no workflow state). Nothing else of tocsin is let through, so workflow code cannot reach I/O.
 SANDBOX = SandboxedWorkflowRunner(
-    restrictions=SandboxRestrictions.default.with_passthrough_modules("tocsin", "pydantic", "jinja2", "yaml")
+    restrictions=SandboxRestrictions.default.with_passthrough_modules(
+        "tocsin.contracts", "tocsin.definitions", "tocsin.templates", "tocsin.errors", "pydantic", "jinja2", "yaml"
+    )
 )
 
 

@@ -47,8 +47,8 @@ class JourneyWorkflow:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 return run
             if run.state == "waiting":
-                assert run.due_at is not None
-                await self.sleep_until(run.due_at)
+                # A waiting run always has due_at (a CHECK constraint); without one, re-read now and then.
+                await self.sleep_until(run.due_at or workflow.now() + SAFETY_RECHECK)
             else:
                 await self.drive(round_)
             if workflow.info().is_continue_as_new_suggested():
