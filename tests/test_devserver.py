@@ -5,21 +5,28 @@ The time-skipping server implements neither, so these run on a real dev server, 
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from journey_harness import eventually
+from peers import HttpReply, HttpServer
 from sqlalchemy import update
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from tocsin import Tocsin, build_worker, engine, ensure_reconcile_schedule, registry
 from tocsin import contracts as c
 from tocsin.binaries import wheel_binary
-from tocsin.channels import InAppChannel, LogChannel
+from tocsin.channels import InAppChannel, LogChannel, WebhookChannel
 from tocsin.db import Database
 from tocsin.db import tables as t
 from tocsin.dispatch import dispatch_delivery
@@ -139,3 +146,94 @@ async def test_the_reconcile_schedule_rescues_lost_starts_and_lost_timers(tocsin
     assert [d.step_key for d in trail.deliveries] == ["in_app", "email"]
     assert "reactivated_from_wait" in [x.reason for x in trail.transitions]
     await schedule.delete()
+
+
+RETRYING_FAST = {
+    "key": "webhook_then_email",
+    "version": 1,
+    "steps": [
+        {
+            "key": "hook",
+            "channel": "webhook",
+            "content": {"event": "alert"},
+            "retry": {"max_attempts": 6, "initial_interval": "PT1S", "backoff_coefficient": 1},
+            "progress": [{"kind": "on_outcome", "outcome": "retries_exhausted", "to_step": "email"}],
+        },
+        {"key": "email", "channel": "email", "content": {"subject": "webhook unreachable"}},
+    ],
+}
+
+
+@pytest.mark.parametrize("http_server", [HttpReply(status=503, body=b"{}")], indirect=True)
+async def test_a_long_journey_continues_as_new_and_still_finishes_exactly_once(
+    db: Database, http_server: HttpServer
+) -> None:
+    # The dev server is told to suggest continue-as-new after a few dozen history events, so six attempts
+    # with their backoff timers cross it several times.
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=wheel_binary("temporal"),
+        search_attributes=c.SEARCH_ATTRIBUTES,
+        dev_server_extra_args=[
+            "--ui-disable-news-fetch",
+            "--dynamic-config-value",
+            "limit.historyCount.suggestContinueAsNew=30",
+        ],
+    )
+    try:
+        task_queue = f"tocsin-can-{uuid.uuid4()}"
+        channels = {"webhook": WebhookChannel(http_server.url), "email": LogChannel()}
+        async with build_worker(env.client, db, task_queue=task_queue, channels=channels):
+            tocsin = Tocsin(db, env.client, task_queue=task_queue)
+            await tocsin.register_definition(RETRYING_FAST)
+            run = await tocsin.start_run(
+                workflow_key="webhook_then_email", tenant_id="acme", recipient="user:1", idempotency_key="can-1"
+            )
+            result = await env.client.get_workflow_handle(workflow_id(run.id)).result(follow_runs=True)
+            executions = [w async for w in env.client.list_workflows(f'WorkflowId = "{workflow_id(run.id)}"')]
+    finally:
+        await env.shutdown()
+
+    assert result["state"] == "completed"
+    statuses = [e.status for e in executions]
+    assert statuses.count(WorkflowExecutionStatus.CONTINUED_AS_NEW) >= 1, statuses
+    assert statuses.count(WorkflowExecutionStatus.COMPLETED) == 1
+    detail = await tocsin.get_run(run.id, tenant_id="acme")
+    hook, email = detail.deliveries
+    assert (hook.status, hook.suppression_reason, hook.attempt_count) == ("cancelled", "retries_exhausted", 6)
+    assert len(http_server.received) == 6
+    assert email.status == "succeeded"
+    assert [tr.seq for tr in detail.transitions] == list(range(1, len(detail.transitions) + 1))
+
+
+async def test_tocsin_worker_creates_the_schedule_and_stops_on_sigterm(
+    dev_env: WorkflowEnvironment, fresh_db_url: str
+) -> None:
+    env = dict(os.environ) | {
+        "TOCSIN_DATABASE_URL": fresh_db_url,
+        "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+        "TOCSIN_TASK_QUEUE": f"tocsin-cli-{uuid.uuid4()}",
+    }
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, str(Path(__file__).parent.parent / "worker.py"),
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        schedule = dev_env.client.get_schedule_handle(c.RECONCILE_SCHEDULE_ID)
+
+        async def described() -> bool:
+            try:
+                await schedule.describe()
+            except RPCError:
+                return False
+            return True
+
+        await eventually(described, within=30, what="the worker to create the reconcile schedule")
+        worker.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.wait_for(worker.communicate(), 30)
+        assert worker.returncode == 0, output.decode()
+        assert "Traceback" not in output.decode()
+    finally:
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()
