@@ -12,7 +12,7 @@ from temporalio import activity
 from temporalio.client import Client
 
 from tocsin import contracts as c
-from tocsin import engine
+from tocsin import engine, store
 from tocsin.db import Database
 from tocsin.db import tables as t
 from tocsin.models import Run
@@ -45,25 +45,20 @@ class ReconcileActivities:
         grace = timedelta(seconds=request.grace_seconds)
         # Runs committed but never handed to Temporal (the process died between the two steps of start_run).
         async with self.db.transaction() as conn:
-            rows = (
-                (
-                    await conn.execute(
-                        select(R)
-                        .where(
-                            R.c.workflow_started.is_(False),
-                            R.c.state.in_(("active", "waiting")),
-                            R.c.created_at <= request.now - grace,
-                        )
-                        .order_by(R.c.created_at)
-                        .limit(BATCH)
-                    )
+            unstarted = await store.fetch_all(
+                conn,
+                Run,
+                select(R)
+                .where(
+                    R.c.workflow_started.is_(False),
+                    R.c.state.in_(("active", "waiting")),
+                    R.c.created_at <= request.now - grace,
                 )
-                .mappings()
-                .all()
+                .order_by(R.c.created_at)
+                .limit(BATCH),
             )
         started: list[uuid.UUID] = []
-        for row in rows:
-            run = Run.of(row)
+        for run in unstarted:
             # One run that cannot be started must not keep the sweep from the others (nor the lost timers).
             if await self.attempt(start_journey(self.client, self.db, run, task_queue=self.task_queue), run.id):
                 started.append(run.id)

@@ -242,38 +242,25 @@ async def get_run(db: Database, run_id: uuid.UUID, *, tenant_id: str) -> RunDeta
     """`Tocsin.get_run` from the database alone, for tools that have no Temporal client (`tocsin runs show`)."""
     async with db.transaction() as conn:
         run = await store.get_run(conn, run_id, tenant_id=tenant_id)
-        transitions = (
-            (
-                await conn.execute(
-                    select(t.workflow_transitions)
-                    .where(t.workflow_transitions.c.run_id == run.id)
-                    .order_by(t.workflow_transitions.c.seq)
-                )
-            )
-            .mappings()
-            .all()
+        transitions = await store.fetch_all(
+            conn,
+            Transition,
+            select(t.workflow_transitions)
+            .where(t.workflow_transitions.c.run_id == run.id)
+            .order_by(t.workflow_transitions.c.seq),
         )
-        deliveries = (
-            (await conn.execute(select(D).where(D.c.run_id == run.id).order_by(D.c.activation))).mappings().all()
+        deliveries = await store.fetch_all(
+            conn, Delivery, select(D).where(D.c.run_id == run.id).order_by(D.c.activation)
         )
-        attempts = (
-            (
-                await conn.execute(
-                    select(t.delivery_attempts)
-                    .join(D, D.c.id == t.delivery_attempts.c.delivery_id)
-                    .where(D.c.run_id == run.id)
-                    .order_by(D.c.activation, t.delivery_attempts.c.attempt_number)
-                )
-            )
-            .mappings()
-            .all()
+        attempts = await store.fetch_all(
+            conn,
+            Attempt,
+            select(t.delivery_attempts)
+            .join(D, D.c.id == t.delivery_attempts.c.delivery_id)
+            .where(D.c.run_id == run.id)
+            .order_by(D.c.activation, t.delivery_attempts.c.attempt_number),
         )
-    return RunDetail(
-        run=run,
-        transitions=[Transition.of(r) for r in transitions],
-        deliveries=[Delivery.of(r) for r in deliveries],
-        attempts=[Attempt.of(r) for r in attempts],
-    )
+    return RunDetail(run=run, transitions=transitions, deliveries=deliveries, attempts=attempts)
 
 
 async def list_runs(
@@ -303,7 +290,7 @@ async def list_runs(
         query = query.where(tuple_(R.c.created_at, R.c.id) < tuple_(created_at, last_id))
     query = query.order_by(R.c.created_at.desc(), R.c.id.desc()).limit(limit + 1)
     async with db.transaction() as conn:
-        rows = [Run.of(r) for r in (await conn.execute(query)).mappings().all()]
+        rows = await store.fetch_all(conn, Run, query)
     page, more = rows[:limit], len(rows) > limit
     return RunPage(runs=page, next_cursor=encode_cursor(page[-1]) if more else None)
 

@@ -57,43 +57,38 @@ async def create_run(
         definition_id, definition = await _find_definition(db, conn, workflow_key, version)
         first = definition.first_step
         run_id = uuid.uuid4()
-        row = (
-            (
-                await conn.execute(
-                    insert(R)
-                    .values(
-                        id=run_id,
-                        tenant_id=tenant_id,
-                        definition_id=definition_id,
-                        workflow_key=definition.key,
-                        workflow_version=definition.version,
-                        recipient=recipient,
-                        data=data or {},
-                        idempotency_key=idempotency_key,
-                        state="active",
-                        current_step=first.key,
-                        step_activation=1,
-                        step_activated_at=now,
-                        status_reason="workflow_started",
-                        status_context={"source": "start_run"},
-                        started_at=now,
-                        last_transition_at=now,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                    # A concurrent twin with the same key may win the race: then we return its run.
-                    .on_conflict_do_nothing(index_elements=[R.c.tenant_id, R.c.idempotency_key])
-                    .returning(*R.c)
-                )
+        run = await store.fetch_first(
+            conn,
+            Run,
+            insert(R)
+            .values(
+                id=run_id,
+                tenant_id=tenant_id,
+                definition_id=definition_id,
+                workflow_key=definition.key,
+                workflow_version=definition.version,
+                recipient=recipient,
+                data=data or {},
+                idempotency_key=idempotency_key,
+                state="active",
+                current_step=first.key,
+                step_activation=1,
+                step_activated_at=now,
+                status_reason="workflow_started",
+                status_context={"source": "start_run"},
+                started_at=now,
+                last_transition_at=now,
+                created_at=now,
+                updated_at=now,
             )
-            .mappings()
-            .first()
+            # A concurrent twin with the same key may win the race: then we return its run.
+            .on_conflict_do_nothing(index_elements=[R.c.tenant_id, R.c.idempotency_key])
+            .returning(*R.c),
         )
-        if row is None:
+        if run is None:
             twin = await _run_by_key(conn, tenant_id, idempotency_key)
             assert twin is not None  # the conflicting row is committed: ON CONFLICT waited for it
             return twin, False
-        run = Run.of(row)
         await store.append_transition(
             conn,
             run,
@@ -120,8 +115,7 @@ async def create_run(
 
 async def _run_by_key(conn: AsyncConnection, tenant_id: str, idempotency_key: str) -> Run | None:
     query = select(R).where(R.c.tenant_id == tenant_id, R.c.idempotency_key == idempotency_key)
-    row = (await conn.execute(query)).mappings().first()
-    return Run.of(row) if row else None
+    return await store.fetch_first(conn, Run, query)
 
 
 async def _find_definition(
@@ -166,10 +160,9 @@ async def progress_due_runs(
             )
             if after is not None:
                 query = query.where(tuple_(R.c.due_at, R.c.id) > tuple_(*after))
-            row = (await conn.execute(query)).mappings().first()
-            if row is None:
+            run = await store.fetch_first(conn, Run, query)
+            if run is None:
                 break
-            run = Run.of(row)
             assert run.due_at is not None
             after = (run.due_at, run.id)
             results.append(await _progress_locked(db, conn, run, now=now))
@@ -194,20 +187,16 @@ async def cancel_run(db: Database, run_id: uuid.UUID, *, tenant_id: str, reason:
             context={"reason": reason},
             terminal_reason=reason,
         )
-        open_deliveries = (
-            (
-                await conn.execute(
-                    select(D)
-                    .where(D.c.run_id == run.id, D.c.status.in_(("pending", "failed")))
-                    .order_by(D.c.activation)
-                    .with_for_update()
-                )
-            )
-            .mappings()
-            .all()
+        open_deliveries = await store.fetch_all(
+            conn,
+            Delivery,
+            select(D)
+            .where(D.c.run_id == run.id, D.c.status.in_(("pending", "failed")))
+            .order_by(D.c.activation)
+            .with_for_update(),
         )
-        for row in open_deliveries:
-            await move(conn, Delivery.of(row), "cancelled", now=now, suppression_reason="run_cancelled")
+        for delivery in open_deliveries:
+            await move(conn, delivery, "cancelled", now=now, suppression_reason="run_cancelled")
         return stopped
 
 

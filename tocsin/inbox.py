@@ -32,7 +32,7 @@ async def inbox(
     )
     if unread_only:
         query = query.where(D.c.read_at.is_(None))
-    return [Delivery.of(r) for r in (await conn.execute(query)).mappings().all()]
+    return await store.fetch_all(conn, Delivery, query)
 
 
 async def stamp_receipt(

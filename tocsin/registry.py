@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 
+from tocsin import store
 from tocsin.db import Database
 from tocsin.db import tables as t
 from tocsin.definitions import WorkflowDefinition, load_definition
@@ -40,20 +41,17 @@ async def register_definition(db: Database, source: DefinitionSource, *, now: da
             )
             .on_conflict_do_nothing(index_elements=[W.c.key, W.c.version])
         )
-        row = (
-            (await conn.execute(select(W).where(W.c.key == definition.key, W.c.version == definition.version)))
-            .mappings()
-            .one()
+        stored = await store.fetch_one(
+            conn, DefinitionRecord, select(W).where(W.c.key == definition.key, W.c.version == definition.version)
         )
-        if row["checksum"] != checksum:
+        if stored.checksum != checksum:
             raise DefinitionConflict(
                 f"definition {definition.key!r} version {definition.version} is already registered with "
                 "different content; definitions are immutable, register a new version"
             )
-        return DefinitionRecord.of(row)
+        return stored
 
 
 async def list_definitions(db: Database) -> list[DefinitionRecord]:
     async with db.transaction() as conn:
-        rows = (await conn.execute(select(W).order_by(W.c.key, W.c.version))).mappings().all()
-    return [DefinitionRecord.of(r) for r in rows]
+        return await store.fetch_all(conn, DefinitionRecord, select(W).order_by(W.c.key, W.c.version))

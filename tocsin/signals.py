@@ -49,8 +49,7 @@ async def earliest_cancelling_signal(conn: AsyncConnection, run: Run, names: tup
         .order_by(S.c.created_at, S.c.id)
         .limit(1)
     )
-    row = (await conn.execute(query)).mappings().first()
-    return Signal.of(row) if row else None
+    return await store.fetch_first(conn, Signal, query)
 
 
 async def route_signal(
@@ -91,26 +90,21 @@ async def route_in(
     run_id: uuid.UUID | None = None,
 ) -> list[uuid.UUID]:
     """`route_signal` inside the caller's transaction."""
-    row = (
-        (
-            await conn.execute(
-                insert(S)
-                .values(
-                    id=uuid.uuid4(),
-                    tenant_id=tenant_id,
-                    recipient=recipient,
-                    run_id=run_id,
-                    name=name,
-                    data=data or {},
-                    created_at=now,
-                )
-                .returning(*S.c)
-            )
+    signal = await store.fetch_one(
+        conn,
+        Signal,
+        insert(S)
+        .values(
+            id=uuid.uuid4(),
+            tenant_id=tenant_id,
+            recipient=recipient,
+            run_id=run_id,
+            name=name,
+            data=data or {},
+            created_at=now,
         )
-        .mappings()
-        .one()
+        .returning(*S.c),
     )
-    signal = Signal.of(row)
     query = (
         select(R)
         .where(R.c.tenant_id == tenant_id, R.c.recipient == recipient, R.c.state.in_(("active", "waiting")))
@@ -120,8 +114,7 @@ async def route_in(
     if run_id is not None:
         query = query.where(R.c.id == run_id)
     stopped: list[uuid.UUID] = []
-    for candidate in (await conn.execute(query)).mappings().all():
-        run = Run.of(candidate)
+    for run in await store.fetch_all(conn, Run, query):
         if run.state == "waiting" and name in run.pending_signals:
             await stop_by_signal(conn, run, signal, now=now)
             stopped.append(run.id)

@@ -7,19 +7,34 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Executable, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tocsin.db import tables as t
 from tocsin.errors import DeliveryNotFound, RunNotFound
-from tocsin.models import Attempt, Delivery, Run, Transition
+from tocsin.models import Attempt, Delivery, Row, Run, Transition
 
 R = t.workflow_runs
 D = t.deliveries
 A = t.delivery_attempts
 T = t.workflow_transitions
+M = TypeVar("M", bound=Row)
+
+
+async def fetch_one(conn: AsyncConnection, model: type[M], statement: Executable) -> M:
+    """The one row a statement returns (an INSERT or UPDATE ... RETURNING), as a model."""
+    return model.of((await conn.execute(statement)).mappings().one())
+
+
+async def fetch_first(conn: AsyncConnection, model: type[M], statement: Executable) -> M | None:
+    row = (await conn.execute(statement)).mappings().first()
+    return model.of(row) if row is not None else None
+
+
+async def fetch_all(conn: AsyncConnection, model: type[M], statement: Executable) -> list[M]:
+    return [model.of(row) for row in (await conn.execute(statement)).mappings().all()]
 
 
 async def lock_run(conn: AsyncConnection, run_id: uuid.UUID, *, tenant_id: str | None = None) -> Run:
@@ -34,39 +49,31 @@ async def get_run(conn: AsyncConnection, run_id: uuid.UUID, *, tenant_id: str | 
         query = query.where(R.c.tenant_id == tenant_id)
     if lock:
         query = query.with_for_update()
-    row = (await conn.execute(query)).mappings().first()
-    if row is None:
+    run = await fetch_first(conn, Run, query)
+    if run is None:
         raise RunNotFound(f"run {run_id} not found" + (f" for tenant {tenant_id!r}" if tenant_id else ""))
-    return Run.of(row)
+    return run
 
 
 async def update_run(conn: AsyncConnection, run_id: uuid.UUID, *, now: datetime, **values: Any) -> Run:
     """Move a run; every move is also a transition, so `last_transition_at` moves with it."""
-    row = (
-        (
-            await conn.execute(
-                update(R)
-                .where(R.c.id == run_id)
-                .values(updated_at=now, last_transition_at=now, **values)
-                .returning(*R.c)
-            )
-        )
-        .mappings()
-        .one()
+    return await fetch_one(
+        conn,
+        Run,
+        update(R).where(R.c.id == run_id).values(updated_at=now, last_transition_at=now, **values).returning(*R.c),
     )
-    return Run.of(row)
 
 
 async def lock_delivery(conn: AsyncConnection, delivery_id: uuid.UUID, *, tenant_id: str | None = None) -> Delivery:
     query = select(D).where(D.c.id == delivery_id).with_for_update()
     if tenant_id is not None:
         query = query.where(D.c.tenant_id == tenant_id)
-    row = (await conn.execute(query)).mappings().first()
-    if row is None:
+    delivery = await fetch_first(conn, Delivery, query)
+    if delivery is None:
         raise DeliveryNotFound(
             f"delivery {delivery_id} not found" + (f" for tenant {tenant_id!r}" if tenant_id else "")
         )
-    return Delivery.of(row)
+    return delivery
 
 
 async def lock_delivery_and_run(
@@ -88,23 +95,18 @@ async def step_delivery(
     query = select(D).where(D.c.run_id == run_id, D.c.activation == activation)
     if lock:
         query = query.with_for_update()
-    row = (await conn.execute(query)).mappings().first()
-    return Delivery.of(row) if row else None
+    return await fetch_first(conn, Delivery, query)
 
 
 async def update_delivery(conn: AsyncConnection, delivery_id: uuid.UUID, *, now: datetime, **values: Any) -> Delivery:
-    row = (
-        (await conn.execute(update(D).where(D.c.id == delivery_id).values(updated_at=now, **values).returning(*D.c)))
-        .mappings()
-        .one()
+    return await fetch_one(
+        conn, Delivery, update(D).where(D.c.id == delivery_id).values(updated_at=now, **values).returning(*D.c)
     )
-    return Delivery.of(row)
 
 
 async def latest_attempt(conn: AsyncConnection, delivery_id: uuid.UUID) -> Attempt | None:
     query = select(A).where(A.c.delivery_id == delivery_id).order_by(A.c.attempt_number.desc()).limit(1)
-    row = (await conn.execute(query)).mappings().first()
-    return Attempt.of(row) if row else None
+    return await fetch_first(conn, Attempt, query)
 
 
 async def insert_attempt(
@@ -122,27 +124,22 @@ async def insert_attempt(
     number = await conn.scalar(
         select(func.coalesce(func.max(A.c.attempt_number), 0) + 1).where(A.c.delivery_id == delivery_id)
     )
-    row = (
-        (
-            await conn.execute(
-                insert(A)
-                .values(
-                    delivery_id=delivery_id,
-                    attempt_number=number,
-                    outcome=outcome,
-                    error_class=error_class,
-                    error=error,
-                    provider_message_id=provider_message_id,
-                    provider_response=provider_response or {},
-                    created_at=now,
-                )
-                .returning(*A.c)
-            )
+    return await fetch_one(
+        conn,
+        Attempt,
+        insert(A)
+        .values(
+            delivery_id=delivery_id,
+            attempt_number=number,
+            outcome=outcome,
+            error_class=error_class,
+            error=error,
+            provider_message_id=provider_message_id,
+            provider_response=provider_response or {},
+            created_at=now,
         )
-        .mappings()
-        .one()
+        .returning(*A.c),
     )
-    return Attempt.of(row)
 
 
 async def append_transition(
@@ -159,28 +156,23 @@ async def append_transition(
 ) -> Transition:
     """Append one row to the run's audit trail with the next `seq` (the caller holds the run's lock)."""
     seq = await conn.scalar(select(func.coalesce(func.max(T.c.seq), 0) + 1).where(T.c.run_id == run.id))
-    row = (
-        (
-            await conn.execute(
-                insert(T)
-                .values(
-                    run_id=run.id,
-                    seq=seq,
-                    step_key=step_key,
-                    delivery_id=delivery_id,
-                    from_state=from_state,
-                    to_state=to_state,
-                    reason=reason,
-                    context=context,
-                    created_at=now,
-                )
-                .returning(*T.c)
-            )
+    return await fetch_one(
+        conn,
+        Transition,
+        insert(T)
+        .values(
+            run_id=run.id,
+            seq=seq,
+            step_key=step_key,
+            delivery_id=delivery_id,
+            from_state=from_state,
+            to_state=to_state,
+            reason=reason,
+            context=context,
+            created_at=now,
         )
-        .mappings()
-        .one()
+        .returning(*T.c),
     )
-    return Transition.of(row)
 
 
 async def finish_run(
