@@ -18,7 +18,7 @@ from tocsin.db import Database
 from tocsin.dispatch import Policy, dispatch_delivery
 from tocsin.errors import TocsinError
 from tocsin.logs import bind_log_context
-from tocsin.models import Delivery, Run
+from tocsin.models import Delivery, Progress, Run
 
 T = TypeVar("T")
 log = logging.getLogger("tocsin.activities")
@@ -68,10 +68,8 @@ class JourneyActivities:
             progress.reason,
             extra={"kind": progress.kind, "reason": progress.reason, "state": run.state, "step": run.current_step},
         )
-        async with self.db.transaction() as conn:
-            definition = await self.db.definition(conn, run.definition_id)
-            step = definition.step(run.current_step)
-            delivery = await store.step_delivery(conn, run.id, run.step_activation)
+        step = (await self.db.definition(run.definition_id)).step(run.current_step)
+        delivery = await self.active_delivery(progress)
         return c.Round(
             kind=progress.kind,
             reason=progress.reason,
@@ -79,6 +77,16 @@ class JourneyActivities:
             delivery=delivery_view(delivery) if delivery else None,
             retry=step.retry,
         )
+
+    async def active_delivery(self, progress: Progress) -> Delivery | None:
+        """The delivery the workflow drives next: only an active run has one; an advance just planned it."""
+        run = progress.run
+        if run.state != "active":
+            return None
+        if progress.deliveries:
+            return progress.deliveries[0]
+        async with self.db.transaction() as conn:
+            return await store.step_delivery(conn, run.id, run.step_activation)
 
     @activity.defn(name="tocsin.dispatch_delivery")
     async def dispatch_delivery(self, request: c.DispatchRequest) -> c.DeliveryView:

@@ -156,7 +156,7 @@ async def sweeper_db(url: str, definition_id: uuid.UUID) -> Database:
     """A sweeper's own pool, connected and with the definition cached, so timing starts warm."""
     db = await Database.connect(url, pool_size=2, max_overflow=0)
     async with db.transaction() as conn:
-        await db.definition(conn, definition_id)
+        await db.definition(definition_id, conn)
     return db
 
 

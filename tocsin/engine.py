@@ -127,7 +127,7 @@ async def _find_definition(
     if definition_id is None:
         which = f"{key!r} version {version}" if version is not None else repr(key)
         raise DefinitionNotFound(f"no workflow definition {which} is registered")
-    return definition_id, await db.definition(conn, definition_id)
+    return definition_id, await db.definition(definition_id, conn)
 
 
 async def progress_run(db: Database, run_id: uuid.UUID, *, now: datetime) -> Progress:
@@ -213,7 +213,7 @@ async def _progress_locked(db: Database, conn: AsyncConnection, run: Run, *, now
     if run.finished:
         return Progress(kind="noop", run=run, reason="run_not_active")
 
-    definition = await db.definition(conn, run.definition_id)
+    definition = await db.definition(run.definition_id, conn)
     step = definition.step(run.current_step)
     delivery = await store.step_delivery(conn, run.id, run.step_activation, lock=True)
     if delivery is None:
@@ -355,7 +355,7 @@ async def _outcome_advance(
 
 
 async def _timed_advance(db: Database, conn: AsyncConnection, run: Run, *, now: datetime) -> Progress:
-    definition = await db.definition(conn, run.definition_id)
+    definition = await db.definition(run.definition_id, conn)
     wait = run.status_context
     to_step = str(wait["to_step"])
     anchor_delivery_id = wait.get("anchor_delivery_id")

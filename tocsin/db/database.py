@@ -86,12 +86,16 @@ class Database:
         async with self.engine.begin() as conn:
             await conn.run_sync(run)
 
-    async def definition(self, conn: AsyncConnection, definition_id: uuid.UUID) -> WorkflowDefinition:
+    async def definition(self, definition_id: uuid.UUID, conn: AsyncConnection | None = None) -> WorkflowDefinition:
+        """A registered definition, parsed once per process; read on `conn` (or a connection of its own)."""
         cached = self._definitions.get(definition_id)
         if cached is None:
-            spec = await conn.scalar(
-                select(t.workflow_definitions.c.spec).where(t.workflow_definitions.c.id == definition_id)
-            )
+            query = select(t.workflow_definitions.c.spec).where(t.workflow_definitions.c.id == definition_id)
+            if conn is not None:
+                spec = await conn.scalar(query)
+            else:
+                async with self.engine.connect() as own:
+                    spec = await own.scalar(query)
             cached = WorkflowDefinition.model_validate(spec)
             self._definitions[definition_id] = cached
         return cached
