@@ -316,7 +316,10 @@ def problems_of(raw: Any) -> list[tuple[str, str]]:
 
 
 def test_the_valid_base_parses() -> None:
-    WorkflowDefinition.parse(valid())
+    # Every problem case below edits this base: it must itself be valid, so each problem is the edit's.
+    parsed = WorkflowDefinition.parse(valid())
+    assert [step.key for step in parsed.steps] == ["a", "b"]
+    assert parsed.steps[1].retry.max_attempts == 3
 
 
 @pytest.mark.parametrize(("edit", "code", "location"), [case[1:] for case in CASES], ids=[c[0] for c in CASES])
