@@ -121,8 +121,11 @@ async def insert_attempt(
     provider_response: dict[str, Any] | None = None,
 ) -> Attempt:
     """Append an attempt row, numbered after the last one (the caller holds the delivery's lock)."""
-    number = await conn.scalar(
-        select(func.coalesce(func.max(A.c.attempt_number), 0) + 1).where(A.c.delivery_id == delivery_id)
+    # Numbered in the INSERT itself: one round trip, and the caller's lock makes max + 1 safe.
+    number = (
+        select(func.coalesce(func.max(A.c.attempt_number), 0) + 1)
+        .where(A.c.delivery_id == delivery_id)
+        .scalar_subquery()
     )
     return await fetch_one(
         conn,
@@ -155,7 +158,7 @@ async def append_transition(
     delivery_id: uuid.UUID | None = None,
 ) -> Transition:
     """Append one row to the run's audit trail with the next `seq` (the caller holds the run's lock)."""
-    seq = await conn.scalar(select(func.coalesce(func.max(T.c.seq), 0) + 1).where(T.c.run_id == run.id))
+    seq = select(func.coalesce(func.max(T.c.seq), 0) + 1).where(T.c.run_id == run.id).scalar_subquery()
     return await fetch_one(
         conn,
         Transition,
