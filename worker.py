@@ -5,7 +5,7 @@ Embedding the worker in your own process with your own channel adapters: see `to
 
 import sys
 
-from tocsin.cli import main
+from tocsin.cli.app import main
 
 if __name__ == "__main__":
     main(["worker", *sys.argv[1:]])

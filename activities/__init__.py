@@ -1,6 +1,6 @@
 """Temporal activities: thin adapters from Temporal to the tocsin engine and channels."""
 
-from activities.journey import JourneyActivities
-from activities.reconcile import ReconcileActivities
+from tocsin.activities.journey import JourneyActivities
+from tocsin.activities.reconcile import ReconcileActivities
 
 __all__ = ["JourneyActivities", "ReconcileActivities"]

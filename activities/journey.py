@@ -11,14 +11,15 @@ from typing import TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from tocsin import contracts as c
-from tocsin import deliveries, engine, store
+from tocsin import engine
 from tocsin.channels import Channel
-from tocsin.db import Database
-from tocsin.dispatch import Policy, dispatch_delivery
-from tocsin.errors import TocsinError
+from tocsin.core import contracts as c
+from tocsin.core.errors import TocsinError
+from tocsin.core.models import Delivery, Progress, Run
+from tocsin.db import Database, store
+from tocsin.engine import deliveries
+from tocsin.engine.dispatch import Policy, dispatch_delivery
 from tocsin.logs import bind_log_context
-from tocsin.models import Delivery, Progress, Run
 
 T = TypeVar("T")
 log = logging.getLogger("tocsin.activities")

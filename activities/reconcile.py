@@ -11,12 +11,12 @@ from sqlalchemy import select
 from temporalio import activity
 from temporalio.client import Client
 
-from tocsin import contracts as c
-from tocsin import engine, store
-from tocsin.db import Database
+from tocsin import engine
+from tocsin.core import contracts as c
+from tocsin.core.models import Run
+from tocsin.db import Database, store
 from tocsin.db import tables as t
-from tocsin.models import Run
-from tocsin.starter import start_journey, wake_journey
+from tocsin.temporal.starter import start_journey, wake_journey
 
 R = t.workflow_runs
 BATCH = 500

@@ -49,14 +49,14 @@ from bench.common import (
     table,
     timed,
 )
+from tocsin.core.models import Progress, Run
 from tocsin.db import Database
 from tocsin.db import tables as t
 from tocsin.db.database import async_url
-from tocsin.deliveries import SendKind, SendResult, mark_dispatched, record_attempt
-from tocsin.engine import create_run, progress_due_runs, progress_run
+from tocsin.engine.deliveries import SendKind, SendResult, mark_dispatched, record_attempt
+from tocsin.engine.registry import register_definition
+from tocsin.engine.runs import create_run, progress_due_runs, progress_run
 from tocsin.examples import example
-from tocsin.models import Progress, Run
-from tocsin.registry import register_definition
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 TENANT = "bench"

@@ -34,19 +34,19 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner
 
-import tocsin.worker
+import tocsin.temporal.worker
 from bench.common import StatementCounter, bench_database, loadavg, machine_facts, ms, ratio, table
-from tocsin.binaries import wheel_binary
 from tocsin.channels import Channel, InAppChannel, LogChannel
+from tocsin.cli.binaries import wheel_binary
 from tocsin.client import Tocsin
-from tocsin.contracts import RunView
+from tocsin.core.contracts import RunView
+from tocsin.core.models import workflow_id
 from tocsin.db import Database
 from tocsin.db import tables as t
+from tocsin.engine.registry import register_definition
 from tocsin.examples import example
-from tocsin.models import workflow_id
-from tocsin.registry import register_definition
-from tocsin.temporal import declare_search_attributes
-from tocsin.worker import build_worker
+from tocsin.temporal.connect import declare_search_attributes
+from tocsin.temporal.worker import build_worker
 
 TENANT = "bench"
 DATA = {"actor": "Grace", "excerpt": "see PR 12"}
@@ -141,10 +141,10 @@ async def journeys(
 
 
 def worker_runner(journey: Journey) -> contextlib.AbstractContextManager[object]:
-    """build_worker reads tocsin.worker.SANDBOX when called: the reference row swaps in the unsandboxed runner."""
+    """build_worker reads SANDBOX when called: the reference row swaps in the unsandboxed runner."""
     if journey.sandboxed:
         return contextlib.nullcontext()
-    return mock.patch.object(tocsin.worker, "SANDBOX", UnsandboxedWorkflowRunner())
+    return mock.patch.object(tocsin.temporal.worker, "SANDBOX", UnsandboxedWorkflowRunner())
 
 
 async def measure(db: Database, counter: StatementCounter, journey: Journey, n: int) -> Measurement:

@@ -15,10 +15,10 @@ import urllib.parse
 from pathlib import Path
 
 from tocsin.client import Tocsin
-from tocsin.demo import demo_definition
-from tocsin.devstack import dev_stack
+from tocsin.cli.demo import demo_definition
+from tocsin.cli.devstack import dev_stack
 from tocsin.settings import Settings
-from tocsin.worker import build_worker, channels_from_settings
+from tocsin.temporal.worker import build_worker, channels_from_settings
 
 OUT = Path(__file__).parent / "web-ui.png"
 UI_PORT, TEMPORAL_PORT = 28233, 27233

@@ -15,11 +15,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from tocsin import Tocsin, build_worker
-from tocsin.binaries import wheel_binary
 from tocsin.channels import Channel, InAppChannel, SmtpChannel, WebhookChannel
+from tocsin.cli.binaries import wheel_binary
+from tocsin.core.models import RunDetail, workflow_id
 from tocsin.db import Database
-from tocsin.models import RunDetail, workflow_id
-from tocsin.temporal import declare_search_attributes
+from tocsin.temporal.connect import declare_search_attributes
 
 T = TypeVar("T")
 

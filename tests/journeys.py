@@ -12,9 +12,11 @@ from typing import Any
 
 from sqlalchemy import Table, func, select
 
+from tocsin.core.models import Delivery, Progress, Run
 from tocsin.db import Database
 from tocsin.db import tables as t
-from tocsin.deliveries import (
+from tocsin.db.store import lock_delivery
+from tocsin.engine.deliveries import (
     SendResult,
     exhaust_delivery,
     mark_dispatched,
@@ -22,10 +24,8 @@ from tocsin.deliveries import (
     record_attempt,
     suppress_delivery,
 )
-from tocsin.engine import create_run, progress_run
-from tocsin.models import Delivery, Progress, Run
-from tocsin.registry import register_definition
-from tocsin.store import lock_delivery
+from tocsin.engine.registry import register_definition
+from tocsin.engine.runs import create_run, progress_run
 
 TENANT = "acme"
 RECIPIENT = "user:42"

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "Tocsin": "tocsin.client",
     "Database": "tocsin.db.database",
-    "build_worker": "tocsin.worker",
-    "ensure_reconcile_schedule": "tocsin.worker",
-    "WorkflowDefinition": "tocsin.definitions",
-    "load_definition": "tocsin.definitions",
+    "build_worker": "tocsin.temporal.worker",
+    "ensure_reconcile_schedule": "tocsin.temporal.worker",
+    "WorkflowDefinition": "tocsin.core.definitions",
+    "load_definition": "tocsin.core.definitions",
     "Settings": "tocsin.settings",
     "OutboundMessage": "tocsin.channels",
     "SendReceipt": "tocsin.channels",
@@ -23,20 +23,20 @@ _EXPORTS = {
     "TemporaryDeliveryError": "tocsin.channels",
     "PermanentDeliveryError": "tocsin.channels",
     "DeliveryBounced": "tocsin.channels",
-    "TocsinError": "tocsin.errors",
-    "DefinitionError": "tocsin.errors",
-    "DefinitionConflict": "tocsin.errors",
-    "DefinitionNotFound": "tocsin.errors",
-    "RunNotFound": "tocsin.errors",
-    "DeliveryNotFound": "tocsin.errors",
-    "InvalidDeliveryTransition": "tocsin.errors",
-    "InvalidRequest": "tocsin.errors",
-    "Run": "tocsin.models",
-    "RunDetail": "tocsin.models",
-    "Delivery": "tocsin.models",
-    "Transition": "tocsin.models",
-    "Attempt": "tocsin.models",
-    "Progress": "tocsin.models",
+    "TocsinError": "tocsin.core.errors",
+    "DefinitionError": "tocsin.core.errors",
+    "DefinitionConflict": "tocsin.core.errors",
+    "DefinitionNotFound": "tocsin.core.errors",
+    "RunNotFound": "tocsin.core.errors",
+    "DeliveryNotFound": "tocsin.core.errors",
+    "InvalidDeliveryTransition": "tocsin.core.errors",
+    "InvalidRequest": "tocsin.core.errors",
+    "Run": "tocsin.core.models",
+    "RunDetail": "tocsin.core.models",
+    "Delivery": "tocsin.core.models",
+    "Transition": "tocsin.core.models",
+    "Attempt": "tocsin.core.models",
+    "Progress": "tocsin.core.models",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -61,9 +61,8 @@ if TYPE_CHECKING:
         TemporaryDeliveryError,
     )
     from tocsin.client import Tocsin
-    from tocsin.db.database import Database
-    from tocsin.definitions import WorkflowDefinition, load_definition
-    from tocsin.errors import (
+    from tocsin.core.definitions import WorkflowDefinition, load_definition
+    from tocsin.core.errors import (
         DefinitionConflict,
         DefinitionError,
         DefinitionNotFound,
@@ -73,6 +72,7 @@ if TYPE_CHECKING:
         RunNotFound,
         TocsinError,
     )
-    from tocsin.models import Attempt, Delivery, Progress, Run, RunDetail, Transition
+    from tocsin.core.models import Attempt, Delivery, Progress, Run, RunDetail, Transition
+    from tocsin.db.database import Database
     from tocsin.settings import Settings
-    from tocsin.worker import build_worker, ensure_reconcile_schedule
+    from tocsin.temporal.worker import build_worker, ensure_reconcile_schedule

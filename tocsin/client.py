@@ -11,18 +11,18 @@ from sqlalchemy import select, tuple_
 from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 
-from tocsin import contracts as c
-from tocsin import engine, store
-from tocsin.db import Database
+from tocsin import engine
+from tocsin.core import contracts as c
+from tocsin.core.errors import InvalidRequest
+from tocsin.core.models import Attempt, DefinitionRecord, Delivery, Run, RunDetail, RunPage, Transition, workflow_id
+from tocsin.db import Database, store
 from tocsin.db import tables as t
-from tocsin.errors import InvalidRequest
-from tocsin.feedback import record_delivery_outcome
-from tocsin.inbox import inbox, stamp_receipt
-from tocsin.models import Attempt, DefinitionRecord, Delivery, Run, RunDetail, RunPage, Transition, workflow_id
-from tocsin.registry import DefinitionSource, list_definitions, register_definition
-from tocsin.signals import route_signal
-from tocsin.starter import notify_journey, start_journey
-from tocsin.temporal import connect_temporal
+from tocsin.engine.feedback import record_delivery_outcome
+from tocsin.engine.inbox import inbox, stamp_receipt
+from tocsin.engine.registry import DefinitionSource, list_definitions, register_definition
+from tocsin.engine.signals import route_signal
+from tocsin.temporal.connect import connect_temporal
+from tocsin.temporal.starter import notify_journey, start_journey
 
 R = t.workflow_runs
 D = t.deliveries

@@ -1,6 +1,6 @@
 """Temporal workflow code only: deterministic, sandbox-safe, no I/O."""
 
-from workflows.journey import JourneyWorkflow
-from workflows.reconcile import ReconcileWorkflow
+from tocsin.workflows.journey import JourneyWorkflow
+from tocsin.workflows.reconcile import ReconcileWorkflow
 
 __all__ = ["JourneyWorkflow", "ReconcileWorkflow"]

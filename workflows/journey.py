@@ -12,7 +12,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from tocsin import contracts as c
+    from tocsin.core import contracts as c
 
 # Infrastructure faults (database unreachable, worker lost) are retried by Temporal; tocsin's own errors are
 # raised as non-retryable by the activities. Delivery retries are this workflow's own loop, below.

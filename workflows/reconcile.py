@@ -8,7 +8,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from tocsin import contracts as c
+    from tocsin.core import contracts as c
 
 
 @workflow.defn(name=c.RECONCILE_WORKFLOW)

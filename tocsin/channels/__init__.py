@@ -18,7 +18,7 @@ from tocsin.channels.in_app import InAppChannel
 from tocsin.channels.log import LogChannel
 from tocsin.channels.smtp import SmtpChannel
 from tocsin.channels.webhook import WebhookChannel
-from tocsin.errors import InvalidRequest
+from tocsin.core.errors import InvalidRequest
 
 # Adapters by channel name, as a journey step names its channel.
 ChannelRegistry: TypeAlias = Mapping[str, Channel]

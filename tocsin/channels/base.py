@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tocsin.errors import TocsinError
+from tocsin.core.errors import TocsinError
 
 
 class OutboundMessage(BaseModel):

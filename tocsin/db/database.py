@@ -13,8 +13,8 @@ from sqlalchemy import Connection, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from tocsin.core.definitions import WorkflowDefinition
 from tocsin.db import tables as t
-from tocsin.definitions import WorkflowDefinition
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any fixed 64-bit number: serializes concurrent `migrate()` calls from several workers.

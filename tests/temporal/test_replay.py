@@ -1,0 +1,36 @@
+"""Replay saved journey histories: a non-deterministic change to workflow code fails here.
+
+The histories under tests/histories/ were recorded from tests/test_journeys.py with
+`TOCSIN_RECORD_HISTORIES=1 pytest tests/test_journeys.py`. Re-record them only for an intended,
+versioned change to workflow code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from tocsin.temporal.worker import SANDBOX
+from tocsin.workflows import JourneyWorkflow, ReconcileWorkflow
+
+HISTORIES = {p.stem: p.read_text() for p in sorted((Path(__file__).parents[1] / "histories").glob("*.json"))}
+
+
+def test_histories_are_present() -> None:
+    assert {"mention_completed", "mention_read_during_wait", "dunning_completed", "retries_exhausted"} <= set(HISTORIES)
+
+
+@pytest.mark.parametrize("name", sorted(HISTORIES))
+async def test_replay(name: str) -> None:
+    history = WorkflowHistory.from_json(f"tocsin-replay-{name}", HISTORIES[name])
+    replayer = Replayer(
+        workflows=[JourneyWorkflow, ReconcileWorkflow],
+        data_converter=pydantic_data_converter,
+        workflow_runner=SANDBOX,
+    )
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, f"{name}: {result.replay_failure}"

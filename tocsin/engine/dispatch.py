@@ -1,0 +1,128 @@
+"""Sending one delivery attempt through its channel (SPEC 5). No lock is ever held during a provider call."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tocsin.channels import Channel, DeliveryError, OutboundMessage
+from tocsin.core.models import Delivery
+from tocsin.db import Database, store
+from tocsin.engine.deliveries import TERMINAL, SendKind, SendResult, apply_result, begin_attempt
+
+log = logging.getLogger("tocsin.dispatch")
+
+Clock = Callable[[], datetime]
+# A policy returns a suppression reason (e.g. "recipient_opted_out") to stop the send, or None to allow it.
+Policy = Callable[[OutboundMessage], Awaitable[str | None]]
+
+ERROR_KINDS: dict[str, SendKind] = {"temporary": "temporary", "permanent": "permanent", "bounced": "bounced"}
+
+
+async def dispatch_delivery(
+    db: Database,
+    delivery_id: uuid.UUID,
+    *,
+    channels: Mapping[str, Channel],
+    now: datetime | Clock,
+    attempt: int | None = None,
+    policy: Policy | None = None,
+) -> Delivery:
+    """Send attempt number `attempt` (default: the next one) of a delivery and record what happened.
+
+    Idempotent: a terminal delivery, or an attempt that was already made, is returned as it is; so is one
+    the provider accepted and will report on later. An attempt left `dispatched` with no result by a
+    crashed worker is sent again under the same idempotency key (the delivery id), so the provider can
+    drop the duplicate.
+    `now` may be a clock: the outcome is stamped when the provider answered, not when the call began.
+    """
+    clock: Clock = now if callable(now) else (lambda: now)
+    async with db.transaction() as conn:
+        delivery = await store.lock_delivery(conn, delivery_id)
+        if delivery.status in TERMINAL:
+            return delivery
+        resend = delivery.status == "dispatched" and attempt in (None, delivery.attempt_count)
+        if resend and await result_recorded(conn, delivery):
+            return delivery  # accepted, awaiting the provider's report: sending it again would duplicate it
+        if not resend:
+            if attempt is not None and delivery.attempt_count >= attempt:
+                return delivery
+            delivery = await begin_attempt(conn, delivery, now=clock())
+        run = await store.get_run(conn, delivery.run_id)
+
+    message = OutboundMessage(
+        delivery_id=delivery.id,
+        idempotency_key=str(delivery.id),
+        run_id=delivery.run_id,
+        tenant_id=delivery.tenant_id,
+        recipient=delivery.recipient,
+        channel=delivery.channel,
+        step_key=delivery.step_key,
+        content=delivery.content,
+    )
+    result = await _send(message, channels.get(delivery.channel), policy, stopped=run.finished)
+
+    async with db.transaction() as conn:
+        delivery = await store.lock_delivery(conn, delivery_id)
+        delivery = await apply_result(conn, delivery, result, now=clock())
+    log_attempt(delivery, result)
+    return delivery
+
+
+def log_attempt(delivery: Delivery, result: SendResult) -> None:
+    """One line per attempt outcome. Never the recipient or the content."""
+    log.log(
+        logging.WARNING if result.kind in ("temporary", "unknown", "rejected") else logging.INFO,
+        "dispatch attempt %d via %s: %s",
+        delivery.attempt_count,
+        delivery.channel,
+        result.kind,
+        extra={
+            "run_id": str(delivery.run_id),
+            "delivery_id": str(delivery.id),
+            "channel": delivery.channel,
+            "attempt": delivery.attempt_count,
+            "result": result.kind,
+            "error": result.error,
+            "status": delivery.status,
+        },
+    )
+
+
+async def result_recorded(conn: AsyncConnection, delivery: Delivery) -> bool:
+    """Whether the send that made this delivery `dispatched` already has its result row.
+
+    Dispatching stamps `updated_at`; a result recorded afterwards is an attempt row at least as recent.
+    """
+    latest = await store.latest_attempt(conn, delivery.id)
+    return latest is not None and latest.created_at >= delivery.updated_at
+
+
+async def _send(
+    message: OutboundMessage, channel: Channel | None, policy: Policy | None, *, stopped: bool
+) -> SendResult:
+    if stopped:
+        # The run was stopped while this delivery was queued: sending now would be the surprise.
+        return SendResult("suppressed", error="run_stopped")
+    if channel is None:
+        return SendResult("rejected", error="no_channel_adapter")
+    if policy is not None and (reason := await policy(message)) is not None:
+        return SendResult("suppressed", error=reason)
+    try:
+        receipt = await channel.send(message)
+    except DeliveryError as exc:
+        kind = ERROR_KINDS.get(exc.error_class, "temporary")
+        return SendResult(kind, error=exc.error, provider_response=exc.provider_response)
+    except Exception as exc:  # an adapter bug must not wedge the run: retried, bounded by max_attempts
+        return SendResult("unknown", error=f"{type(exc).__name__}: {exc}")
+    if receipt.awaiting_feedback:
+        # Recorded as a succeeded attempt (the provider took it) that is marked as not yet delivered.
+        response = {**receipt.provider_response, "awaiting_feedback": True}
+        return SendResult("accepted", provider_message_id=receipt.provider_message_id, provider_response=response)
+    return SendResult(
+        "succeeded", provider_message_id=receipt.provider_message_id, provider_response=receipt.provider_response
+    )

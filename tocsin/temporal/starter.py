@@ -1,0 +1,76 @@
+"""Starting a run's Temporal workflow, once the run is committed in Postgres (SPEC 6, Starting)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import update
+from temporalio.client import Client
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
+
+from tocsin.core import contracts as c
+from tocsin.core.models import Run, workflow_id
+from tocsin.db import Database
+from tocsin.db import tables as t
+
+
+def search_attributes(run: Run) -> TypedSearchAttributes:
+    return TypedSearchAttributes(
+        [SearchAttributePair(key, value) for key, value in c.search_attribute_values(run) if value is not None]
+    )
+
+
+async def start_journey(client: Client, db: Database, run: Run, *, task_queue: str) -> None:
+    """Start (or find) the run's workflow, then record that it was started.
+
+    USE_EXISTING makes a repeated start (a retried start_run, the reconcile sweep) find the running
+    workflow instead of failing or starting a twin. If the process dies between the two steps, the run
+    keeps workflow_started = false and the reconcile sweep starts it again, harmlessly.
+    """
+    await start_or_find(client, run.id, task_queue=task_queue, search_attributes=search_attributes(run))
+    await mark_workflow_started(db, run.id)
+
+
+async def start_or_find(client: Client, run_id: uuid.UUID, *, task_queue: str, **options: Any) -> None:
+    """The one way tocsin starts a JourneyWorkflow: its id from the run, its only argument the run id."""
+    await client.start_workflow(
+        c.JOURNEY_WORKFLOW,
+        str(run_id),
+        id=workflow_id(run_id),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        **options,
+    )
+
+
+async def mark_workflow_started(db: Database, run_id: uuid.UUID) -> None:
+    async with db.transaction() as conn:
+        await conn.execute(
+            update(t.workflow_runs)
+            .where(t.workflow_runs.c.id == run_id, t.workflow_runs.c.workflow_started.is_(False))
+            .values(workflow_started=True)
+        )
+
+
+async def notify_journey(client: Client, run: Run, *, task_queue: str) -> None:
+    """After a change made outside the workflow: wake an unfinished run's workflow (starting it again if it
+    was lost); for a finished run, just let a still-sleeping workflow notice, so its timer goes away."""
+    if not run.finished:
+        await wake_journey(client, run.id, task_queue=task_queue)
+        return
+    try:
+        await client.get_workflow_handle(workflow_id(run.id)).signal(c.WAKE_SIGNAL)
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:  # already closed: nothing left to wake
+            raise
+
+
+async def wake_journey(client: Client, run_id: uuid.UUID, *, task_queue: str) -> None:
+    """Tell a run's workflow that its rows changed; a workflow that was lost is started again.
+
+    Signal-with-start: the hint reaches the running workflow, or starts one (USE_EXISTING never makes a
+    twin). Only call it for runs that are not finished, or a closed workflow would be started again.
+    """
+    await start_or_find(client, run_id, task_queue=task_queue, start_signal=c.WAKE_SIGNAL)
