@@ -14,6 +14,7 @@ from temporalio.client import Client
 from tocsin import engine
 from tocsin.core import contracts as c
 from tocsin.core.models import Run
+from tocsin.core.vocabulary import UNFINISHED_RUN_STATES
 from tocsin.db import Database, store
 from tocsin.db import tables as t
 from tocsin.temporal.starter import start_journey, wake_journey
@@ -51,7 +52,7 @@ class ReconcileActivities:
                 select(R)
                 .where(
                     R.c.workflow_started.is_(False),
-                    R.c.state.in_(("active", "waiting")),
+                    R.c.state.in_(UNFINISHED_RUN_STATES),
                     R.c.created_at <= request.now - grace,
                 )
                 .order_by(R.c.created_at)

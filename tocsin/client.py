@@ -15,6 +15,7 @@ from tocsin import engine
 from tocsin.core import contracts as c
 from tocsin.core.errors import InvalidRequest
 from tocsin.core.models import Attempt, DefinitionRecord, Delivery, Run, RunDetail, RunPage, Transition, workflow_id
+from tocsin.core.vocabulary import RUN_STATES
 from tocsin.db import Database, store
 from tocsin.db import tables as t
 from tocsin.engine.feedback import record_delivery_outcome
@@ -274,8 +275,8 @@ async def list_runs(
     cursor: str | None = None,
 ) -> RunPage:
     """`Tocsin.list_runs` from the database alone."""
-    if state is not None and state not in t.RUN_STATES:
-        raise InvalidRequest(f"unknown run state {state!r}; expected one of {', '.join(t.RUN_STATES)}")
+    if state is not None and state not in RUN_STATES:
+        raise InvalidRequest(f"unknown run state {state!r}; expected one of {', '.join(RUN_STATES)}")
     if not 1 <= limit <= 1000:
         raise InvalidRequest("limit must be between 1 and 1000")
     query = select(R).where(R.c.tenant_id == tenant_id)

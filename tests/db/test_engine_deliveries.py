@@ -11,11 +11,10 @@ from journeys import ESCALATION, attempts, delivery_at, drive, later, snapshot, 
 
 from tocsin.core.errors import DeliveryNotFound, InvalidDeliveryTransition
 from tocsin.core.models import Delivery
+from tocsin.core.vocabulary import DELIVERY_MOVES, DELIVERY_STATUSES
 from tocsin.db import Database
-from tocsin.db import tables as t
 from tocsin.db.store import lock_delivery
 from tocsin.engine.deliveries import (
-    ALLOWED,
     SendResult,
     check_move,
     exhaust_delivery,
@@ -25,7 +24,7 @@ from tocsin.engine.deliveries import (
     suppress_delivery,
 )
 
-STATUSES = t.DELIVERY_STATUSES
+STATUSES = DELIVERY_STATUSES
 LEGAL = {
     ("pending", "dispatched"),
     ("pending", "suppressed"),
@@ -63,7 +62,7 @@ def fake(status: str) -> Delivery:
 
 
 def test_the_legal_moves_are_exactly_the_specified_ones() -> None:
-    assert {(a, b) for a, targets in ALLOWED.items() for b in targets} == LEGAL
+    assert {(a, b) for a, targets in DELIVERY_MOVES.items() for b in targets} == LEGAL
 
 
 @pytest.mark.parametrize(("source", "target"), [(a, b) for a in STATUSES for b in STATUSES])

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TypeAlias
-
 from tocsin.channels.base import (
     Channel,
     DeliveryBounced,
@@ -20,12 +17,8 @@ from tocsin.channels.smtp import SmtpChannel
 from tocsin.channels.webhook import WebhookChannel
 from tocsin.core.errors import InvalidRequest
 
-# Adapters by channel name, as a journey step names its channel.
-ChannelRegistry: TypeAlias = Mapping[str, Channel]
-
 __all__ = [
     "Channel",
-    "ChannelRegistry",
     "DeliveryBounced",
     "DeliveryError",
     "InAppChannel",

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 from temporalio.common import SearchAttributeKey
 
 from tocsin.core.definitions import RetryPolicy
+from tocsin.core.vocabulary import is_finished
 
 JOURNEY_WORKFLOW = "JourneyWorkflow"
 RECONCILE_WORKFLOW = "ReconcileWorkflow"
@@ -73,7 +74,7 @@ class RunView(Message):
 
     @property
     def finished(self) -> bool:
-        return self.state in ("completed", "stopped")
+        return is_finished(self.state)
 
 
 class DeliveryView(Message):

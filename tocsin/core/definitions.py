@@ -22,11 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tocsin.core.errors import DefinitionError, Problem
 from tocsin.core.templates import template_problems
+from tocsin.core.vocabulary import OUTCOMES, Outcome
 
-Outcome = Literal["delivered", "suppressed", "temporary_failure", "retries_exhausted", "permanent_failure", "bounced"]
 Anchor = Literal["prior_delivery_terminal_at", "step_activated_at"]
 
-OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 ANCHORS: tuple[Anchor, ...] = get_args(Anchor)
 MAX_CANCEL_SIGNALS = 10
 DEFAULT_MAX_STEP_ACTIVATIONS = 50

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import RowMapping
 
-RunState = Literal["active", "waiting", "completed", "stopped"]
-DeliveryStatus = Literal["pending", "dispatched", "succeeded", "failed", "suppressed", "cancelled"]
-ProgressKind = Literal["advanced", "waiting", "completed", "stopped", "noop"]
+from tocsin.core.vocabulary import DeliveryStatus, ProgressKind, RunState, is_finished
 
 
 class Row(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     @classmethod
-    def of(cls, row: RowMapping) -> Self:
+    def of(cls, row: Mapping[Any, Any]) -> Self:
         return cls.model_validate(dict(row))
 
 
@@ -61,7 +59,7 @@ class Run(Row):
 
     @property
     def finished(self) -> bool:
-        return self.state in ("completed", "stopped")
+        return is_finished(self.state)
 
 
 class Transition(Row):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from tocsin.core.definitions import Outcome
+from tocsin.core.vocabulary import Outcome
 
 # A cancelled delivery branches only when it was cancelled for one of these reasons.
 CANCELLED_OUTCOMES: dict[str, Outcome] = {

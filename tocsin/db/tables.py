@@ -20,35 +20,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
-SCHEMA = "tocsin"
+from tocsin.core.vocabulary import (
+    ATTEMPT_OUTCOMES,
+    DELIVERY_STATUSES,
+    ERROR_CLASSES,
+    RUN_STATES,
+    STATUS_REASONS,
+    TRANSITION_REASONS,
+)
 
-RUN_STATES = ("active", "waiting", "completed", "stopped")
-TERMINAL_RUN_STATES = ("completed", "stopped")
-DELIVERY_STATUSES = ("pending", "dispatched", "succeeded", "failed", "suppressed", "cancelled")
-ATTEMPT_OUTCOMES = ("succeeded", "failed", "bounced", "rejected")
-ERROR_CLASSES = ("temporary", "permanent", "bounced", "unknown")
-TRANSITION_REASONS = (
-    "workflow_started",
-    "step_activated",
-    "waiting_for_step_progression",
-    "progressed_on_delivery_outcome",
-    "reactivated_from_wait",
-    "workflow_completed",
-    "workflow_stopped",
-    "signal_received",
-    "workflow_cancelled",
-    "step_limit_exceeded",
-)
-STATUS_REASONS = (
-    "workflow_started",
-    "waiting_for_step_progression",
-    "progressed_on_delivery_outcome",
-    "workflow_completed",
-    "workflow_stopped",
-    "stopped_by_signal",
-    "stopped_by_request",
-    "step_limit_exceeded",
-)
+SCHEMA = "tocsin"
 
 metadata = MetaData(schema=SCHEMA)
 
@@ -190,12 +171,7 @@ workflow_transitions = Table(
 )
 
 __all__ = [
-    "ATTEMPT_OUTCOMES",
-    "DELIVERY_STATUSES",
-    "ERROR_CLASSES",
-    "RUN_STATES",
     "SCHEMA",
-    "TERMINAL_RUN_STATES",
     "deliveries",
     "delivery_attempts",
     "metadata",

@@ -1,4 +1,4 @@
-"""The delivery status machine (SPEC 2.4) and the recorded result of each send."""
+"""Moving a delivery's status (the machine itself is in tocsin.core.vocabulary) and recording each send's result."""
 
 from __future__ import annotations
 
@@ -11,14 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tocsin.core.errors import InvalidDeliveryTransition
 from tocsin.core.models import Delivery
+from tocsin.core.vocabulary import TERMINAL_DELIVERY_STATUSES, is_legal_move
 from tocsin.db import Database, store
-
-TERMINAL = frozenset({"succeeded", "suppressed", "cancelled"})
-ALLOWED: dict[str, frozenset[str]] = {
-    "pending": frozenset({"dispatched", "suppressed", "cancelled"}),
-    "dispatched": frozenset({"succeeded", "failed", "suppressed", "cancelled"}),
-    "failed": frozenset({"dispatched", "cancelled"}),
-}
 
 SendKind = Literal["succeeded", "accepted", "temporary", "permanent", "bounced", "rejected", "suppressed", "unknown"]
 
@@ -53,7 +47,7 @@ EFFECTS: dict[SendKind, tuple[str, str | None, str | None, str | None]] = {
 
 
 def check_move(delivery: Delivery, to: str) -> None:
-    if to not in ALLOWED.get(delivery.status, frozenset()):
+    if not is_legal_move(delivery.status, to):
         raise InvalidDeliveryTransition(f"delivery {delivery.id} cannot move from {delivery.status!r} to {to!r}")
 
 
@@ -68,7 +62,7 @@ async def move(
 ) -> Delivery:
     """One legal status move; `terminal_at` is stamped the first time the status becomes terminal."""
     check_move(delivery, to)
-    if to in TERMINAL and delivery.terminal_at is None:
+    if to in TERMINAL_DELIVERY_STATUSES and delivery.terminal_at is None:
         values["terminal_at"] = now
     if suppression_reason is not None:
         values["suppression_reason"] = suppression_reason
@@ -127,7 +121,7 @@ async def exhaust_delivery(db: Database, delivery_id: uuid.UUID, *, now: datetim
     """`failed` -> `cancelled`/`retries_exhausted` once the step's attempts are spent; terminal: as it is."""
     async with db.transaction() as conn:
         delivery = await store.lock_delivery(conn, delivery_id)
-        if delivery.status in TERMINAL:
+        if delivery.status in TERMINAL_DELIVERY_STATUSES:
             return delivery
         if delivery.status != "failed":
             raise InvalidDeliveryTransition(

@@ -11,8 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tocsin.channels import Channel, DeliveryError, OutboundMessage
 from tocsin.core.models import Delivery
+from tocsin.core.vocabulary import TERMINAL_DELIVERY_STATUSES
 from tocsin.db import Database, store
-from tocsin.engine.deliveries import TERMINAL, SendKind, SendResult, apply_result, begin_attempt
+from tocsin.engine.deliveries import SendKind, SendResult, apply_result, begin_attempt
 
 log = logging.getLogger("tocsin.dispatch")
 
@@ -43,7 +44,7 @@ async def dispatch_delivery(
     clock: Clock = now if callable(now) else (lambda: now)
     async with db.transaction() as conn:
         delivery = await store.lock_delivery(conn, delivery_id)
-        if delivery.status in TERMINAL:
+        if delivery.status in TERMINAL_DELIVERY_STATUSES:
             return delivery
         resend = delivery.status == "dispatched" and attempt in (None, delivery.attempt_count)
         if resend and await result_recorded(conn, delivery):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from tocsin.core.errors import InvalidRequest
 from tocsin.core.models import Delivery
@@ -12,7 +12,6 @@ from tocsin.db import Database, store
 from tocsin.engine.deliveries import SendKind, SendResult, apply_result
 from tocsin.engine.signals import route_in
 
-FeedbackOutcome = Literal["delivered", "bounced", "permanent_failure", "temporary_failure"]
 FEEDBACK_KINDS: dict[str, SendKind] = {
     "delivered": "succeeded",
     "bounced": "bounced",

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tocsin.core.errors import InvalidRequest
 from tocsin.core.models import Run, Signal
+from tocsin.core.vocabulary import UNFINISHED_RUN_STATES
 from tocsin.db import Database, store
 from tocsin.db import tables as t
 
@@ -106,7 +107,7 @@ async def route_in(
     )
     query = (
         select(R)
-        .where(R.c.tenant_id == tenant_id, R.c.recipient == recipient, R.c.state.in_(("active", "waiting")))
+        .where(R.c.tenant_id == tenant_id, R.c.recipient == recipient, R.c.state.in_(UNFINISHED_RUN_STATES))
         .order_by(R.c.id)
         .with_for_update()
     )
