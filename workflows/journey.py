@@ -22,6 +22,9 @@ SEND_TIMEOUT = timedelta(minutes=5)
 # While a delivery has not converged (awaiting provider feedback) the workflow waits for a wake signal,
 # and re-reads the rows now and then anyway, in case a wake was lost.
 SAFETY_RECHECK = timedelta(hours=6)
+# Versions the workflow's commands (SPEC 14 "No stall"): a decision whose delivery cannot be sent is
+# followed by the next round at once instead of a safety re-check timer.
+NO_STALL = "no-stall-after-decision"
 
 
 @workflow.defn(name=c.JOURNEY_WORKFLOW)
@@ -59,6 +62,11 @@ class JourneyWorkflow:
         """Move the active step's delivery one step along: send it, retry it, or wait for news."""
         delivery = round_.delivery
         if delivery is None or delivery.status not in ("pending", "failed"):
+            if round_.kind != "noop" and workflow.patched(NO_STALL):
+                # A decision just planned a delivery that is already final (a render failure suppressed it):
+                # the next round decides on it now. Only a decision gets here, never a noop, so this cannot
+                # spin: each decision writes a transition, and max_step_activations bounds them.
+                return
             # In flight awaiting feedback, or not branchable: only a wake (or the safety re-check) helps.
             await self.sleep_until(workflow.now() + SAFETY_RECHECK)
             return

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import time
 import uuid
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
+import recording
 from journey_harness import Harness
 from peers import HttpReply, SmtpReplies
 from temporalio.api.enums.v1 import EventType
@@ -23,9 +22,6 @@ from tocsin.core.contracts import CancelRequest, Round
 from tocsin.core.models import RunDetail
 from tocsin.db import Database
 from tocsin.examples import example
-
-HISTORIES = Path(__file__).parents[1] / "histories"
-RECORD = os.environ.get("TOCSIN_RECORD_HISTORIES") == "1"
 
 MENTION = example("mention_escalation")
 
@@ -75,11 +71,7 @@ def assert_one_delivery_per_activation(detail: RunDetail) -> None:
 
 
 async def record_history(harness: Harness, run_id: uuid.UUID, name: str) -> None:
-    """With TOCSIN_RECORD_HISTORIES=1, save the workflow history for the replay test."""
-    if RECORD:
-        history = await harness.handle(run_id).fetch_history()
-        HISTORIES.mkdir(exist_ok=True)
-        (HISTORIES / f"{name}.json").write_text(json.dumps(json.loads(history.to_json()), indent=1))
+    await recording.record_history(harness.handle(run_id), name)
 
 
 async def start(harness: Harness, definition: dict[str, Any], data: dict[str, Any], **kw: Any) -> uuid.UUID:

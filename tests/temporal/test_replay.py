@@ -1,8 +1,10 @@
 """Replay saved journey histories: a non-deterministic change to workflow code fails here.
 
-The histories under tests/histories/ were recorded from tests/test_journeys.py with
-`TOCSIN_RECORD_HISTORIES=1 pytest tests/test_journeys.py`. Re-record them only for an intended,
-versioned change to workflow code.
+The histories under tests/histories/ were recorded from tests/temporal/test_journeys.py and
+tests/temporal/test_no_stall.py with `TOCSIN_RECORD_HISTORIES=1 pytest <file>`. Re-record them only for an
+intended, versioned change to workflow code. render_failure_before_no_stall is the render-failure journey of
+test_no_stall.py recorded under the workflow code of df6eec0, before the no-stall patch: a workflow that was
+already sleeping then must still replay (the old branch of `workflow.patched`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ HISTORIES = {p.stem: p.read_text() for p in sorted((Path(__file__).parents[1] / 
 
 
 def test_histories_are_present() -> None:
-    assert {"mention_completed", "mention_read_during_wait", "dunning_completed", "retries_exhausted"} <= set(HISTORIES)
+    assert {
+        "mention_completed",
+        "mention_read_during_wait",
+        "dunning_completed",
+        "retries_exhausted",
+        "render_failure_progressed_at_once",
+        "render_failure_before_no_stall",
+    } <= set(HISTORIES)
 
 
 @pytest.mark.parametrize("name", sorted(HISTORIES))
