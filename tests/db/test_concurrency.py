@@ -187,13 +187,20 @@ async def _jittered(coro: Awaitable[T], rng: random.Random) -> T:
 
 
 async def test_a_signal_racing_the_wait_is_never_lost(db: Database, t0: datetime) -> None:
+    """Either order of a signal and the run entering its wait ends with the run stopped by that signal.
+
+    Which order a round takes is up to the scheduler (test_a_signal_and_the_wait_queued_on_the_run_lock
+    forces each one); every round checks, from the rows, that it was this round's signal that stopped it.
+    """
     rng = random.Random(7)
-    outcomes: Counter[str] = Counter()
-    rounds = 40
-    for round_number in range(rounds):
-        run = await start(db, ESCALATION, now=t0)
-        await drive(db, (await delivery_at(db, run.id, 1))["id"], "succeeded", now=t0)
-        at = later(t0, seconds=1)
+    finished: dict[uuid.UUID, tuple[str, int]] = {}  # run -> (the signal that stopped it, its trail length)
+    for round_number in range(40):
+        # A wait sees the signals recorded since its step was activated: each round starts after the previous
+        # round's signal, so that only its own signal can stop its run.
+        began = later(t0, minutes=round_number)
+        run = await start(db, ESCALATION, now=began)
+        await drive(db, (await delivery_at(db, run.id, 1))["id"], "succeeded", now=began)
+        at = later(began, seconds=1)
         # Half the signals name the run, half go to every run of the recipient (the earlier ones are stopped).
         target = run.id if round_number % 4 < 2 else None
         signal = _jittered(route_signal(db, TENANT, RECIPIENT, READ, now=at, run_id=target), rng)
@@ -218,16 +225,21 @@ async def test_a_signal_racing_the_wait_is_never_lost(db: Database, t0: datetime
             assert progressed.kind == "waiting"
             assert reasons(trail)[2:] == ["waiting_for_step_progression", "signal_received"]
             assert trail[-1]["from_state"] == "waiting"
-            outcomes["signal stopped the wait"] += 1
         else:
             # The signal was recorded first; the run saw it as it was about to wait.
             assert stopped == []
             assert progressed.kind == "stopped"
             assert reasons(trail)[2:] == ["signal_received"]
             assert trail[-1]["from_state"] == "active"
-            outcomes["wait saw the signal"] += 1
+        (recorded,) = await rows(db, t.signals, t.signals.c.created_at == at)
+        assert (recorded["run_id"], trail[-1]["context"]["signal_id"]) == (target, str(recorded["id"]))
         assert len(await deliveries(db, run.id)) == 1
-    assert sum(outcomes.values()) == rounds
+        finished[run.id] = (str(recorded["id"]), len(trail))
+
+    # The later signals to every run of the recipient wrote nothing for the runs they found stopped.
+    for run_id, (signal_id, length) in finished.items():
+        trail = await transitions(db, run_id)
+        assert (len(trail), trail[-1]["context"]["signal_id"]) == (length, signal_id)
 
 
 async def test_concurrent_create_run_with_one_idempotency_key_creates_one_run(db: Database, t0: datetime) -> None:
