@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, TypeGuard, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from tocsin.core.errors import DefinitionError, Problem
+from tocsin.core.errors import DefinitionError, Problem, ProblemCode
 from tocsin.core.templates import template_problems
 from tocsin.core.vocabulary import OUTCOMES, Outcome
 
@@ -248,7 +248,7 @@ class _Checker:
     def __init__(self) -> None:
         self.problems: list[Problem] = []
 
-    def add(self, location: str, code: str, message: str) -> None:
+    def add(self, location: str, code: ProblemCode, message: str) -> None:
         self.problems.append(Problem(location, code, message))
 
     def unexpected(self, raw: Mapping[Any, Any], allowed: frozenset[str], location: str) -> None:

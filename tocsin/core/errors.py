@@ -3,6 +3,32 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+# Every code a definition problem can carry: the one list that validation (typed against it) and the tests
+# (tests/unit/test_definitions.py covers each) agree on.
+ProblemCode = Literal[
+    "invalid_document",
+    "blank_key",
+    "invalid_version",
+    "invalid_step_limit",
+    "no_steps",
+    "blank_step_key",
+    "duplicate_step_key",
+    "blank_channel",
+    "unknown_rule_kind",
+    "unexpected_field",
+    "invalid_anchor",
+    "invalid_outcome",
+    "invalid_delay",
+    "unknown_to_step",
+    "invalid_cancel_signals",
+    "too_many_cancel_signals",
+    "duplicate_outcome_rule",
+    "duplicate_wait_rule",
+    "invalid_template",
+    "invalid_retry",
+]
 
 
 class TocsinError(Exception):
@@ -14,7 +40,7 @@ class Problem:
     """One thing wrong with a definition: where (`steps[0].progress[1].to_step`), a code, a message."""
 
     location: str
-    code: str
+    code: ProblemCode
     message: str
 
     def __str__(self) -> str:
@@ -29,7 +55,7 @@ class DefinitionError(TocsinError, ValueError):
         super().__init__("; ".join(str(p) for p in self.problems))
 
     @property
-    def codes(self) -> list[str]:
+    def codes(self) -> list[ProblemCode]:
         return [p.code for p in self.problems]
 
 
