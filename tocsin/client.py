@@ -53,17 +53,23 @@ class Tocsin:
         temporal_address: str | None = None,
         db: Database | None = None,
         temporal_client: Client | None = None,
-        namespace: str = "default",
+        namespace: str | None = None,
         task_queue: str = c.DEFAULT_TASK_QUEUE,
     ) -> Tocsin:
+        """Open the database (or use `db`) and connect to Temporal (or use `temporal_client`).
+
+        Temporal is reached as the SDK's environment configuration says (a TEMPORAL_CONFIG_FILE profile,
+        TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS_*); `temporal_address` and
+        `namespace` override its address and namespace, the namespace defaulting to "default".
+        """
         if (db is None) == (database_url is None):
             raise InvalidRequest("pass exactly one of database_url or db")
-        if (temporal_client is None) == (temporal_address is None):
-            raise InvalidRequest("pass exactly one of temporal_address or temporal_client")
+        if temporal_client is not None and (temporal_address is not None or namespace is not None):
+            raise InvalidRequest("pass temporal_client, or temporal_address and namespace, not both")
         owns = db is None
         database = db if db is not None else await Database.connect(str(database_url))
         try:
-            client = temporal_client or await connect_temporal(str(temporal_address), namespace=namespace)
+            client = temporal_client or await connect_temporal(temporal_address, namespace=namespace)
         except BaseException:
             if owns:
                 await database.close()

@@ -13,12 +13,20 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from journey_harness import eventually
 from peers import HttpReply, HttpServer
 from sqlalchemy import update
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleIntervalSpec,
+    ScheduleSpec,
+    WorkflowExecutionStatus,
+)
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -33,6 +41,7 @@ from tocsin.db import tables as t
 from tocsin.engine import registry
 from tocsin.engine.dispatch import dispatch_delivery
 from tocsin.examples import example
+from tocsin.temporal.worker import reconcile_schedule_id
 
 MENTION = example("mention_escalation")
 
@@ -132,9 +141,10 @@ async def test_the_reconcile_schedule_rescues_lost_starts_and_lost_timers(tocsin
             update(t.workflow_runs).where(t.workflow_runs.c.id == lost_timer.id).values(workflow_started=True)
         )
 
-    assert await ensure_reconcile_schedule(client, task_queue=tocsin_on_dev.task_queue, grace_seconds=60)
-    assert not await ensure_reconcile_schedule(client, task_queue=tocsin_on_dev.task_queue, grace_seconds=60)
-    schedule = client.get_schedule_handle(c.RECONCILE_SCHEDULE_ID)
+    queue = tocsin_on_dev.task_queue
+    assert await ensure_reconcile_schedule(client, task_queue=queue, grace_seconds=60) == "created"
+    assert await ensure_reconcile_schedule(client, task_queue=queue, grace_seconds=60) == "unchanged"
+    schedule = client.get_schedule_handle(reconcile_schedule_id(queue))
     await schedule.trigger()
 
     async def rescued() -> bool:
@@ -147,6 +157,69 @@ async def test_the_reconcile_schedule_rescues_lost_starts_and_lost_timers(tocsin
     assert [d.step_key for d in trail.deliveries] == ["in_app", "email"]
     assert "reactivated_from_wait" in [x.reason for x in trail.transitions]
     await schedule.delete()
+
+
+async def reconcile_schedule(client: Client, task_queue: str) -> tuple[str, list[Any], timedelta, bool]:
+    """The task queue, grace seconds, interval and paused state of a queue's reconcile schedule."""
+    description = await client.get_schedule_handle(reconcile_schedule_id(task_queue)).describe()
+    action = description.schedule.action
+    assert isinstance(action, ScheduleActionStartWorkflow)
+    grace = await client.data_converter.decode(action.args)  # type: ignore[arg-type]  # raw payloads when described
+    (interval,) = description.schedule.spec.intervals
+    return action.task_queue, grace, interval.every, description.schedule.state.paused
+
+
+async def test_each_task_queue_has_its_own_reconcile_schedule(dev_env: WorkflowEnvironment) -> None:
+    client = dev_env.client
+    first, second = f"tocsin-a-{uuid.uuid4()}", f"tocsin-b-{uuid.uuid4()}"
+    # The one schedule of earlier versions, created by the deployment on `first`.
+    shared = await client.create_schedule(
+        c.RECONCILE_SCHEDULE_ID,
+        Schedule(
+            action=ScheduleActionStartWorkflow(c.RECONCILE_WORKFLOW, 120, id="tocsin-reconcile-tick", task_queue=first),
+            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(minutes=1))]),
+        ),
+    )
+
+    assert await ensure_reconcile_schedule(client, task_queue=second, grace_seconds=30) == "created"
+    await shared.describe()  # still there: it sweeps `first`, which has no schedule of its own yet
+    assert await ensure_reconcile_schedule(client, task_queue=first, grace_seconds=60) == "created"
+    with pytest.raises(RPCError):
+        await shared.describe()
+
+    assert await reconcile_schedule(client, first) == (first, [60], timedelta(minutes=1), False)
+    assert await reconcile_schedule(client, second) == (second, [30], timedelta(minutes=1), False)
+    ids = {s.id async for s in await client.list_schedules()}
+    assert {reconcile_schedule_id(first), reconcile_schedule_id(second)} <= ids
+    assert c.RECONCILE_SCHEDULE_ID not in ids
+
+
+async def test_a_changed_reconcile_setting_updates_the_schedule_and_the_same_leaves_it_alone(
+    dev_env: WorkflowEnvironment,
+) -> None:
+    client, queue = dev_env.client, f"tocsin-grace-{uuid.uuid4()}"
+    handle = client.get_schedule_handle(reconcile_schedule_id(queue))
+    assert await ensure_reconcile_schedule(client, task_queue=queue, grace_seconds=60) == "created"
+    created = (await handle.describe()).info
+
+    assert await ensure_reconcile_schedule(client, task_queue=queue, grace_seconds=60) == "unchanged"
+    assert (await handle.describe()).info.last_updated_at == created.last_updated_at
+
+    await handle.pause(note="an operator's pause")
+    paused = (await handle.describe()).info.last_updated_at
+    assert await ensure_reconcile_schedule(client, task_queue=queue, grace_seconds=300) == "updated"
+    assert await reconcile_schedule(client, queue) == (queue, [300], timedelta(minutes=1), True)
+    described = await handle.describe()
+    assert described.schedule.state.note == "an operator's pause"
+    assert described.info.last_updated_at != paused
+
+    changed = timedelta(minutes=5)
+    assert await ensure_reconcile_schedule(client, task_queue=queue, grace_seconds=300, interval=changed) == "updated"
+    assert await reconcile_schedule(client, queue) == (queue, [300], changed, True)
+    updated = (await handle.describe()).info.last_updated_at
+    assert await ensure_reconcile_schedule(client, task_queue=queue, grace_seconds=300, interval=changed) == "unchanged"
+    assert (await handle.describe()).info.last_updated_at == updated
+    await handle.delete()
 
 
 RETRYING_FAST = {
@@ -210,17 +283,18 @@ async def test_a_long_journey_continues_as_new_and_still_finishes_exactly_once(
 async def test_tocsin_worker_creates_the_schedule_and_stops_on_sigterm(
     dev_env: WorkflowEnvironment, fresh_db_url: str
 ) -> None:
+    task_queue = f"tocsin-cli-{uuid.uuid4()}"
     env = dict(os.environ) | {
         "TOCSIN_DATABASE_URL": fresh_db_url,
         "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
-        "TOCSIN_TASK_QUEUE": f"tocsin-cli-{uuid.uuid4()}",
+        "TOCSIN_TASK_QUEUE": task_queue,
     }
     worker = await asyncio.create_subprocess_exec(
         sys.executable, str(Path(__file__).parents[2] / "worker.py"),
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     try:
-        schedule = dev_env.client.get_schedule_handle(c.RECONCILE_SCHEDULE_ID)
+        schedule = dev_env.client.get_schedule_handle(reconcile_schedule_id(task_queue))
 
         async def described() -> bool:
             try:

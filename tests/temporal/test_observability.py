@@ -23,6 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from tocsin import Tocsin, build_worker
 from tocsin.channels import InAppChannel
+from tocsin.core.errors import ConfigurationError
 from tocsin.core.models import workflow_id
 from tocsin.db import Database
 from tocsin.logs import (
@@ -249,7 +250,7 @@ async def test_the_worker_exposes_temporal_sdk_metrics_for_prometheus(
 
 
 async def test_connect_from_settings_needs_an_address() -> None:
-    with pytest.raises(ValueError, match="TEMPORAL_ADDRESS"):
+    with pytest.raises(ConfigurationError, match="TEMPORAL_ADDRESS"):
         await connect_from_settings(Settings(temporal_address=None))
 
 

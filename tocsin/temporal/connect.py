@@ -1,4 +1,5 @@
-"""Connecting to Temporal: pydantic data converter, optional Prometheus metrics and tracing (SPEC 6, 8)."""
+"""Connecting to Temporal: the SDK's envconfig (profiles, API key, TLS), pydantic data converter, optional
+Prometheus metrics and tracing (SPEC 6, 8, 14)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client, Interceptor
 from temporalio.common import SearchAttributeIndexedValueType
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConnectConfig
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from tocsin.core import contracts as c
 from tocsin.core.errors import ConfigurationError
-from tocsin.settings import Settings
+from tocsin.settings import Settings, temporal_connect_config
 
 _runtimes: dict[str, Runtime] = {}
 
@@ -69,15 +71,28 @@ def ensure_tracer_provider() -> None:
 
 
 async def connect_temporal(
-    address: str,
+    address: str | None = None,
     *,
-    namespace: str = "default",
+    namespace: str | None = None,
+    config: ClientConnectConfig | None = None,
     metrics_bind: str | None = None,
     tracing: bool = False,
 ) -> Client:
+    """Connect as `config` says (default: the SDK's envconfig, see `temporal_connect_config`), with `address`
+    and `namespace` overriding its own. They override only those two: the API key, TLS and gRPC headers of
+    the environment still apply, so `--temporal-address` can point at another endpoint of the same cluster.
+    """
+    connect = (config if config is not None else temporal_connect_config()).copy()
+    if address:
+        connect["target_host"] = address
+    if namespace:
+        connect["namespace"] = namespace
+    if not connect.get("target_host"):
+        raise ConfigurationError(
+            "TEMPORAL_ADDRESS is not set (nor an address in the TEMPORAL_PROFILE of TEMPORAL_CONFIG_FILE)"
+        )
     return await Client.connect(
-        address,
-        namespace=namespace,
+        **connect,
         data_converter=pydantic_data_converter,
         runtime=runtime_for(metrics_bind),
         interceptors=tracing_interceptors(tracing),
@@ -85,18 +100,16 @@ async def connect_temporal(
 
 
 async def connect_from_settings(settings: Settings, *, address: str | None = None) -> Client:
-    """The client the CLI uses: TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE, the SDK's Prometheus metrics on
-    TOCSIN_METRICS_BIND, OpenTelemetry tracing if TOCSIN_OTEL_TRACING. Workers built from it inherit both.
+    """The client the CLI uses: the settings' Temporal connection (TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE over
+    the SDK's profile, with its API key and TLS), the SDK's Prometheus metrics on TOCSIN_METRICS_BIND,
+    OpenTelemetry tracing if TOCSIN_OTEL_TRACING. Workers built from it inherit both.
 
-    `address` overrides TEMPORAL_ADDRESS (the dev stack passes its own server's). Call it before any other
+    `address` overrides the settings' (the dev stack passes its own server's). Call it before any other
     client is connected in the process if metrics are wanted: the metrics live in the client's runtime.
     """
-    target = address or settings.temporal_address
-    if not target:
-        raise ValueError("TEMPORAL_ADDRESS is not set")
     return await connect_temporal(
-        target,
-        namespace=settings.temporal_namespace,
+        address,
+        config=settings.temporal_connect,
         metrics_bind=settings.metrics_bind,
         tracing=settings.otel_tracing,
     )

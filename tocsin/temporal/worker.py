@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 from collections.abc import Mapping
 from datetime import timedelta
+from typing import Literal
 
+from temporalio.api.common.v1 import Payload
 from temporalio.client import (
     Client,
     Schedule,
@@ -18,7 +21,10 @@ from temporalio.client import (
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
 )
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -61,26 +67,82 @@ def build_worker(
     )
 
 
+ScheduleChange = Literal["created", "updated", "unchanged"]
+
+
+def reconcile_schedule_id(task_queue: str) -> str:
+    """One schedule per task queue: a second deployment in the namespace (another queue) gets its own sweep."""
+    return f"{c.RECONCILE_SCHEDULE_ID}-{task_queue}"
+
+
 async def ensure_reconcile_schedule(
-    client: Client, *, task_queue: str = c.DEFAULT_TASK_QUEUE, grace_seconds: int = 120
-) -> bool:
-    """Create the every-minute reconcile schedule if it is missing. Returns True if it was created."""
-    schedule = Schedule(
+    client: Client,
+    *,
+    task_queue: str = c.DEFAULT_TASK_QUEUE,
+    grace_seconds: int = 120,
+    interval: timedelta = timedelta(minutes=1),
+) -> ScheduleChange:
+    """Create the task queue's reconcile schedule, or update it if its grace period, task queue or interval
+    differ from these. An operator's pause and note are kept."""
+    schedule_id = reconcile_schedule_id(task_queue)
+    wanted = Schedule(
         action=ScheduleActionStartWorkflow(
-            c.RECONCILE_WORKFLOW,
-            grace_seconds,
-            id=f"{c.RECONCILE_SCHEDULE_ID}-tick",
-            task_queue=task_queue,
+            c.RECONCILE_WORKFLOW, grace_seconds, id=f"{schedule_id}-tick", task_queue=task_queue
         ),
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(minutes=1))]),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=interval)]),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
     )
+    await retire_the_shared_schedule(client, task_queue)
     try:
-        await client.create_schedule(c.RECONCILE_SCHEDULE_ID, schedule)
+        await client.create_schedule(schedule_id, wanted)
     except ScheduleAlreadyRunningError:
-        return False
-    log.info("created the reconcile schedule %s", c.RECONCILE_SCHEDULE_ID)
-    return True
+        pass
+    else:
+        log.info("created the reconcile schedule %s", schedule_id)
+        return "created"
+
+    updated = False
+
+    async def differing(current: ScheduleUpdateInput) -> ScheduleUpdate | None:
+        nonlocal updated
+        existing = current.description.schedule
+        if await reconcile_terms(client, existing) == await reconcile_terms(client, wanted):
+            return None
+        updated = True
+        return ScheduleUpdate(schedule=dataclasses.replace(wanted, state=existing.state))
+
+    await client.get_schedule_handle(schedule_id).update(differing)
+    if updated:
+        log.info("updated the reconcile schedule %s (grace %ss, every %s)", schedule_id, grace_seconds, interval)
+        return "updated"
+    return "unchanged"
+
+
+async def reconcile_terms(client: Client, schedule: Schedule) -> tuple[object, ...]:
+    """What ensure_reconcile_schedule sets, comparable between a described schedule (raw payloads) and a new one."""
+    action = schedule.action
+    if not isinstance(action, ScheduleActionStartWorkflow):
+        return (type(action).__name__,)
+    args = list(action.args)
+    if args and all(isinstance(arg, Payload) for arg in args):
+        args = await client.data_converter.decode(args)
+    intervals = [(spec.every, spec.offset or timedelta(0)) for spec in schedule.spec.intervals]
+    return (action.workflow, action.id, action.task_queue, args, intervals, schedule.policy.overlap)
+
+
+async def retire_the_shared_schedule(client: Client, task_queue: str) -> None:
+    """Delete `tocsin-reconcile`, the one schedule earlier versions shared between all the task queues of a
+    namespace (it swept only the queue that created it), once it is this queue's: this queue has its own now."""
+    handle = client.get_schedule_handle(c.RECONCILE_SCHEDULE_ID)
+    try:
+        action = (await handle.describe()).schedule.action
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return
+        raise
+    if isinstance(action, ScheduleActionStartWorkflow) and action.task_queue == task_queue:
+        await handle.delete()
+        log.info("deleted the shared reconcile schedule %s: task queue %r has its own", handle.id, task_queue)
 
 
 async def until_signalled() -> None:
