@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -15,14 +16,23 @@ from tocsin import engine
 from tocsin.channels import Channel
 from tocsin.core import contracts as c
 from tocsin.core.errors import TocsinError
-from tocsin.core.models import Delivery, Progress, Run
+from tocsin.core.models import Delivery, Progress, Run, workflow_id
 from tocsin.db import Database, store
 from tocsin.engine import deliveries
 from tocsin.engine.dispatch import Policy, dispatch_delivery
 from tocsin.logs import bind_log_context
 
+S = TypeVar("S")
+Q = TypeVar("Q")
 T = TypeVar("T")
+Activity = Callable[[S, Q], Awaitable[T]]
 log = logging.getLogger("tocsin.activities")
+# From this attempt on, an activity failing with an error that is not tocsin's own is reported (1 s, 2 s, 4 s
+# and 8 s of backoff lie before it: about 15 s, longer than a database restart or failover usually takes).
+STUCK_AFTER = 5
+# Exported as tocsin_activity_stuck_failures{activity_type, run_id, error, ...}; a run whose series grows
+# is stuck (rate(...[5m]) > 0).
+STUCK_METRIC = "tocsin_activity_stuck_failures"
 
 
 def run_view(run: Run) -> c.RunView:
@@ -44,12 +54,51 @@ def server_clock() -> Callable[[], datetime]:
     return lambda: scheduled + timedelta(seconds=time.monotonic() - started)
 
 
-async def domain(call: Awaitable[T]) -> T:
-    """Tocsin's own errors (unknown run, illegal move) are not infrastructure faults: never retry them."""
-    try:
-        return await call
-    except TocsinError as exc:
-        raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from exc
+def journey_activity(name: str) -> Callable[[Activity[S, Q, T]], Activity[S, Q, T]]:
+    """`activity.defn`, with tocsin's policy for the errors an activity raises (docs/design.md).
+
+    Tocsin's own errors (unknown run, illegal move) are not infrastructure faults: never retried. Any other
+    error is retried for ever by the workflow's INFRA_RETRY: a database outage ends, a bug is fixed by a
+    deploy, corrupt data by a repair, and the run then resumes where it stood. It must not fail quietly:
+    from the STUCK_AFTER-th attempt on, each failure is logged at ERROR and counted per run.
+    """
+
+    def decorate(fn: Activity[S, Q, T]) -> Activity[S, Q, T]:
+        @functools.wraps(fn)
+        async def guarded(self: S, request: Q) -> T:
+            try:
+                return await fn(self, request)
+            except TocsinError as exc:
+                raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from exc
+            except Exception as exc:
+                report_repeated_failure(exc)
+                raise
+
+        return activity.defn(name=name)(guarded)
+
+    return decorate
+
+
+def report_repeated_failure(exc: Exception) -> None:
+    info = activity.info()
+    if info.attempt < STUCK_AFTER:
+        return  # the SDK logs each failed attempt at WARNING already; a blip is not news
+    # The workflow id is workflow_id(run_id): the run is named even where the request names only a delivery.
+    run_id = (info.workflow_id or "").removeprefix(workflow_id(""))
+    error = type(exc).__name__
+    log.error(
+        "%s has failed %d times in a row, still retrying: %s: %s",
+        info.activity_type,
+        info.attempt,
+        error,
+        exc,
+        exc_info=exc,
+        extra={"run_id": run_id, "activity": info.activity_type, "attempt": info.attempt, "error": error},
+    )
+    counter = activity.metric_meter().create_counter(
+        STUCK_METRIC, "Failures of a tocsin activity that has failed repeatedly, per run", "1"
+    )
+    counter.add(1, {"run_id": run_id, "error": error})
 
 
 class JourneyActivities:
@@ -58,10 +107,10 @@ class JourneyActivities:
         self.channels = channels
         self.policy = policy
 
-    @activity.defn(name="tocsin.progress_run")
+    @journey_activity("tocsin.progress_run")
     async def progress_run(self, request: c.RoundRequest) -> c.Round:
         bind_log_context(run_id=request.run_id)
-        progress = await domain(engine.progress_run(self.db, request.run_id, now=request.now))
+        progress = await engine.progress_run(self.db, request.run_id, now=request.now)
         run = progress.run
         log.info(
             "progress: %s (%s)",
@@ -89,25 +138,23 @@ class JourneyActivities:
         async with self.db.transaction() as conn:
             return await store.step_delivery(conn, run.id, run.step_activation)
 
-    @activity.defn(name="tocsin.dispatch_delivery")
+    @journey_activity("tocsin.dispatch_delivery")
     async def dispatch_delivery(self, request: c.DispatchRequest) -> c.DeliveryView:
         bind_log_context(delivery_id=request.delivery_id)
-        delivery = await domain(
-            dispatch_delivery(
-                self.db,
-                request.delivery_id,
-                channels=self.channels,
-                now=server_clock(),
-                attempt=request.attempt,
-                policy=self.policy,
-            )
+        delivery = await dispatch_delivery(
+            self.db,
+            request.delivery_id,
+            channels=self.channels,
+            now=server_clock(),
+            attempt=request.attempt,
+            policy=self.policy,
         )
         return delivery_view(delivery)
 
-    @activity.defn(name="tocsin.exhaust_delivery")
+    @journey_activity("tocsin.exhaust_delivery")
     async def exhaust_delivery(self, request: c.ExhaustRequest) -> c.DeliveryView:
         bind_log_context(delivery_id=request.delivery_id)
-        delivery = await domain(deliveries.exhaust_delivery(self.db, request.delivery_id, now=request.now))
+        delivery = await deliveries.exhaust_delivery(self.db, request.delivery_id, now=request.now)
         log.info(
             "delivery exhausted after %d attempts: %s",
             delivery.attempt_count,
@@ -116,13 +163,11 @@ class JourneyActivities:
         )
         return delivery_view(delivery)
 
-    @activity.defn(name="tocsin.cancel_run")
+    @journey_activity("tocsin.cancel_run")
     async def cancel_run(self, request: c.CancelRunRequest) -> c.RunView:
         bind_log_context(run_id=request.run_id)
-        run = await domain(
-            engine.cancel_run(
-                self.db, request.run_id, tenant_id=request.tenant_id, reason=request.reason, now=request.now
-            )
+        run = await engine.cancel_run(
+            self.db, request.run_id, tenant_id=request.tenant_id, reason=request.reason, now=request.now
         )
         return run_view(run)
 

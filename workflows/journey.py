@@ -14,8 +14,9 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from tocsin.core import contracts as c
 
-# Infrastructure faults (database unreachable, worker lost) are retried by Temporal; tocsin's own errors are
-# raised as non-retryable by the activities. Delivery retries are this workflow's own loop, below.
+# Infrastructure faults (database unreachable, worker lost) are retried by Temporal, and so is any other error
+# that is not tocsin's own, for ever: the activities report one that keeps failing (activities.journey).
+# Tocsin's own errors are raised as non-retryable. Delivery retries are this workflow's own loop, below.
 INFRA_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
 ENGINE_TIMEOUT = timedelta(seconds=60)
 SEND_TIMEOUT = timedelta(minutes=5)
