@@ -2,6 +2,8 @@
 # The tocsin worker image: `docker build -t tocsin .` then `docker run tocsin` runs `tocsin worker`.
 # Configure it with the same environment variables as any tocsin process (tocsin/settings.py):
 # TOCSIN_DATABASE_URL, TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TOCSIN_TASK_QUEUE, TOCSIN_METRICS_BIND, ...
+# Temporal Cloud or a TLS cluster: the SDK's TEMPORAL_API_KEY, TEMPORAL_TLS_CLIENT_CERT_PATH/_KEY_PATH,
+# TEMPORAL_TLS_SERVER_CA_CERT_PATH (or their *_DATA twins), or TEMPORAL_CONFIG_FILE + TEMPORAL_PROFILE (README).
 
 ARG PYTHON_IMAGE=python:3.11-slim
 

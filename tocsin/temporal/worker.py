@@ -92,30 +92,30 @@ async def ensure_reconcile_schedule(
         spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=interval)]),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
     )
+    change = await _create_or_update(client, schedule_id, wanted)
+    # After the queue's own schedule exists: the queue is never left without a sweep.
     await retire_the_shared_schedule(client, task_queue)
+    if change != "unchanged":
+        log.info("%s the reconcile schedule %s (grace %ss, every %s)", change, schedule_id, grace_seconds, interval)
+    return change
+
+
+async def _create_or_update(client: Client, schedule_id: str, wanted: Schedule) -> ScheduleChange:
     try:
         await client.create_schedule(schedule_id, wanted)
+        return "created"
     except ScheduleAlreadyRunningError:
         pass
-    else:
-        log.info("created the reconcile schedule %s", schedule_id)
-        return "created"
-
     updated = False
 
     async def differing(current: ScheduleUpdateInput) -> ScheduleUpdate | None:
         nonlocal updated
         existing = current.description.schedule
-        if await reconcile_terms(client, existing) == await reconcile_terms(client, wanted):
-            return None
-        updated = True
-        return ScheduleUpdate(schedule=dataclasses.replace(wanted, state=existing.state))
+        updated = await reconcile_terms(client, existing) != await reconcile_terms(client, wanted)
+        return ScheduleUpdate(schedule=dataclasses.replace(wanted, state=existing.state)) if updated else None
 
     await client.get_schedule_handle(schedule_id).update(differing)
-    if updated:
-        log.info("updated the reconcile schedule %s (grace %ss, every %s)", schedule_id, grace_seconds, interval)
-        return "updated"
-    return "unchanged"
+    return "updated" if updated else "unchanged"
 
 
 async def reconcile_terms(client: Client, schedule: Schedule) -> tuple[object, ...]:
