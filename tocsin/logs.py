@@ -158,9 +158,10 @@ def parse_level(level: str | int) -> int:
     text = level.strip().upper()
     if text.isdigit():
         return int(text)
-    levels = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "WARN": 30, "ERROR": 40, "CRITICAL": 50}
+    levels = logging.getLevelNamesMapping()
     if text not in levels:
-        raise ValueError(f"unknown log level {level!r}: use DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        names = sorted(levels, key=lambda name: (levels[name], name))
+        raise ValueError(f"unknown log level {level!r}: use one of {', '.join(names)}")
     return levels[text]
 
 

@@ -1,8 +1,14 @@
 """The `tocsin` command line (SPEC 8).
 
-Every command is an async function run by `execute`, the one place where errors become a message on
-stderr and an exit code, never a traceback: 2 for bad input (fix the command and run it again), 1 for an
-environment fault (a server is unreachable or not set up).
+Every command is an async function run by `execute`, the one place where errors become one line on stderr
+(`error: ...`) and an exit code, never a traceback:
+
+- 2, bad input: an invalid definition (each problem on a line of its own below the error), an unknown run
+  or definition, a run of another tenant, a malformed or missing argument (typer's usage errors too).
+  Nothing was written; fix the command and run it again.
+- 1, an environment fault: the database or Temporal unreachable or not migrated, a dev server that cannot
+  start (a port in use), a setting in the environment that cannot work (TOCSIN_DATABASE_URL unset or
+  invalid, a bad TOCSIN_LOG_LEVEL, a missing extra).
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import os
 import sys
 import uuid
@@ -27,11 +34,14 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from tocsin import engine
+from tocsin.cli.errors import EnvironmentFault, os_cause, temporal_unreachable
 from tocsin.cli.render import as_json, definitions_table, run_timeline, runs_table
-from tocsin.client import Tocsin, get_run, list_runs, utcnow
+from tocsin.client import Tocsin, utcnow
 from tocsin.core.definitions import load_definition
-from tocsin.core.errors import DefinitionError, InvalidRequest, TocsinError
+from tocsin.core.errors import ConfigurationError, DefinitionError, InvalidRequest, TocsinError
 from tocsin.db import Database
+from tocsin.db.database import async_url
+from tocsin.engine.reads import get_run, list_runs
 from tocsin.engine.registry import list_definitions, register_definition
 from tocsin.logs import configure_logging
 from tocsin.settings import Settings
@@ -39,12 +49,13 @@ from tocsin.temporal.connect import connect_from_settings
 from tocsin.temporal.worker import build_worker, channels_from_settings, ensure_reconcile_schedule, run_until_signalled
 
 BAD_INPUT = 2
-UNAVAILABLE = 1
+ENVIRONMENT_FAULT = 1
 # Postgres SQLSTATEs of a database that `tocsin migrate` has not set up: undefined table, invalid schema.
 MISSING_SCHEMA = frozenset({"42P01", "3F000"})
 LOCAL_STACK_HINT = "(or run `tocsin dev` for a local stack)"
 
 P = ParamSpec("P")
+
 
 # Locals in a traceback would print settings and URLs, passwords included.
 app = typer.Typer(
@@ -58,10 +69,6 @@ definitions_app = typer.Typer(help="Register and list journey definitions.", no_
 runs_app = typer.Typer(help="Start, show, list and cancel runs.", no_args_is_help=True)
 app.add_typer(definitions_app, name="definitions")
 app.add_typer(runs_app, name="runs")
-
-
-class Unavailable(Exception):
-    """A server tocsin needs cannot be reached or is not set up: the environment's fault, not the input's."""
 
 
 # --- running a command: the one error handler -------------------------------------------------------
@@ -84,16 +91,16 @@ def execute(work: Coroutine[Any, Any, None]) -> None:
             f"invalid journey definition ({count} problem{'' if count == 1 else 's'}):",
             *map(str, exc.problems),
         )
+    except (EnvironmentFault, ConfigurationError) as exc:
+        fail(ENVIRONMENT_FAULT, str(exc))
     except TocsinError as exc:
         fail(BAD_INPUT, str(exc))
-    except Unavailable as exc:
-        fail(UNAVAILABLE, str(exc))
     except RPCError as exc:
-        fail(UNAVAILABLE, f"Temporal refused the request: {exc.message}")
+        fail(ENVIRONMENT_FAULT, f"Temporal refused the request: {exc.message}")
     except DBAPIError as exc:
         if getattr(exc.orig, "sqlstate", None) in MISSING_SCHEMA:
-            fail(UNAVAILABLE, "the database has no tocsin tables: run `tocsin migrate` first")
-        fail(UNAVAILABLE, f"database error: {exc.orig}")
+            fail(ENVIRONMENT_FAULT, "the database has no tocsin tables: run `tocsin migrate` first")
+        fail(ENVIRONMENT_FAULT, f"database error: {exc.orig}")
 
 
 def command(
@@ -122,7 +129,7 @@ def load_settings(database_url: str | None = None, temporal_address: str | None 
         settings = Settings()
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise InvalidRequest(f"invalid configuration: {problems}") from exc
+        raise ConfigurationError(f"invalid configuration: {problems}") from exc
     overrides = {"database_url": database_url, "temporal_address": temporal_address}
     return settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
 
@@ -130,27 +137,27 @@ def load_settings(database_url: str | None = None, temporal_address: str | None 
 async def open_database(settings: Settings) -> Database:
     url = settings.database_url
     if not url:
-        raise InvalidRequest(f"TOCSIN_DATABASE_URL is not set {LOCAL_STACK_HINT}")
+        raise ConfigurationError(f"TOCSIN_DATABASE_URL is not set {LOCAL_STACK_HINT}")
     try:
         return await Database.connect(url)
-    except (ValueError, ArgumentError) as exc:
-        raise InvalidRequest(f"invalid database URL: {exc}") from exc
+    except (ValueError, ArgumentError) as exc:  # --database-url was checked while parsing: this is the setting
+        raise ConfigurationError(f"invalid TOCSIN_DATABASE_URL: {exc}") from exc
     except (OSError, DBAPIError) as exc:
-        reason = exc.orig if isinstance(exc, DBAPIError) else exc
+        reason = os_cause(exc.orig or exc if isinstance(exc, DBAPIError) else exc)
         shown = make_url(url).render_as_string(hide_password=True)
-        raise Unavailable(f"cannot reach the database at {shown}: {reason}") from exc
+        raise EnvironmentFault(f"cannot reach the database at {shown} ({reason})") from exc
 
 
 async def open_temporal(settings: Settings, *, telemetry: bool = False) -> Client:
     """Only the worker exports metrics and traces: a one-off command must not take the worker's metrics port."""
     address = settings.temporal_address
     if not address:
-        raise InvalidRequest(f"TEMPORAL_ADDRESS is not set {LOCAL_STACK_HINT}")
+        raise ConfigurationError(f"TEMPORAL_ADDRESS is not set {LOCAL_STACK_HINT}")
     quiet = settings if telemetry else settings.model_copy(update={"metrics_bind": None, "otel_tracing": False})
     try:
         return await connect_from_settings(quiet)
     except RuntimeError as exc:  # what temporalio raises when it cannot connect
-        raise Unavailable(f"cannot reach Temporal at {address}: {exc}") from exc
+        raise temporal_unreachable(address, exc) from exc
 
 
 @asynccontextmanager
@@ -190,6 +197,16 @@ def read_data(data: str | None, data_file: Path | None) -> dict[str, Any] | None
     return parse_data(data, "--data") if data is not None else None
 
 
+def check_database_url(value: str | None) -> str | None:
+    """A malformed --database-url is bad input, refused while parsing, before anything connects."""
+    if value is not None:
+        try:
+            async_url(value)
+        except (ValueError, ArgumentError) as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return value
+
+
 def show(renderable: RenderableType) -> None:
     Console().print(renderable)
 
@@ -199,7 +216,12 @@ def show(renderable: RenderableType) -> None:
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables, for scripts.")]
 DatabaseUrl = Annotated[
     str | None,
-    typer.Option("--database-url", help="Postgres URL; overrides TOCSIN_DATABASE_URL.", show_default=False),
+    typer.Option(
+        "--database-url",
+        help="Postgres URL; overrides TOCSIN_DATABASE_URL.",
+        show_default=False,
+        callback=check_database_url,
+    ),
 ]
 TemporalAddress = Annotated[
     str | None,
@@ -238,7 +260,7 @@ async def worker(database_url: DatabaseUrl = None, temporal_address: TemporalAdd
     try:
         configure_logging(settings.log_level)
     except ValueError as exc:
-        raise InvalidRequest(f"TOCSIN_LOG_LEVEL: {exc}") from None
+        raise ConfigurationError(f"TOCSIN_LOG_LEVEL: {exc}") from None
     client = await open_temporal(settings, telemetry=True)
     async with await open_database(settings) as db:
         channels = channels_from_settings(settings)
@@ -456,12 +478,31 @@ async def due(
         typer.echo(f"  {progress.run.id}: {progress.kind}, now at {progress.run.current_step} ({progress.run.state})")
 
 
+def flush_before_exit() -> None:
+    """What os._exit would lose: spans still queued in OpenTelemetry's batch processor, buffered log lines.
+
+    A tracer provider is only looked for when OpenTelemetry was imported (tracing is an optional extra);
+    the SDK's provider has `force_flush` and `shutdown`, the API's default proxy has neither.
+    """
+    otel_trace = sys.modules.get("opentelemetry.trace")
+    if otel_trace is not None:
+        provider = otel_trace.get_tracer_provider()
+        for step in ("force_flush", "shutdown"):
+            action = getattr(provider, step, None)
+            if callable(action):
+                action()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+
+
 def main(args: list[str] | None = None) -> None:
     """The `tocsin` console script.
 
     It leaves through os._exit: temporalio's Rust threads can abort the interpreter's teardown after a
-    failed connection ("PyGILState_Release ... finalizing", a known SDK issue), turning a clean one-line
-    error into a crash. Everything worth keeping is flushed first; the dev stack stops its servers itself.
+    failed connection ("PyGILState_Release ... finalizing", SDK issue #300), turning a clean one-line error
+    into a crash. os._exit skips atexit hooks, so what they would flush is flushed first; the dev stack
+    stops its servers itself.
     """
     try:
         app(args=args)
@@ -470,6 +511,5 @@ def main(args: list[str] | None = None) -> None:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if isinstance(exc.code, str):
             print(exc.code, file=sys.stderr)
-    sys.stdout.flush()
-    sys.stderr.flush()
+    flush_before_exit()
     os._exit(code)

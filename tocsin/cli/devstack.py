@@ -23,7 +23,7 @@ from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 
 from tocsin.cli.binaries import wheel_binary
-from tocsin.core.errors import TocsinError
+from tocsin.cli.errors import EnvironmentFault, temporal_unreachable
 from tocsin.core.models import workflow_id
 from tocsin.db import Database
 from tocsin.settings import Settings
@@ -33,7 +33,7 @@ DATABASE = "tocsin"
 STARTUP_SECONDS = 60.0
 
 
-class DevStackError(TocsinError):
+class DevStackError(EnvironmentFault):
     """The dev stack cannot start: a port in use, a missing wheel, a server that exited."""
 
 
@@ -170,7 +170,7 @@ async def dev_stack(settings: Settings, *, root: Path, temporal_port: int, ui_po
         try:
             client = await connect_temporal(address, namespace=settings.temporal_namespace)
         except RuntimeError as exc:
-            raise DevStackError(f"cannot reach Temporal at {address}: {exc}") from exc
+            raise temporal_unreachable(address, exc) from exc
         yield DevStack(db, client, database_url, address, settings.temporal_namespace, ui_url)
 
 
