@@ -36,6 +36,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner
 
 import tocsin.temporal.worker
 from bench.common import StatementCounter, bench_database, loadavg, machine_facts, ms, ratio, table
+from tests.time_skipping import StartedWorkflows, skipping_client
 from tocsin.channels import Channel, InAppChannel, LogChannel
 from tocsin.cli.binaries import wheel_binary
 from tocsin.client import Tocsin
@@ -100,7 +101,7 @@ async def bounded(calls: list[Callable[[], Awaitable[Any]]], limit: int) -> list
 
 
 async def journeys(
-    env: WorkflowEnvironment, tocsin: Tocsin, spec: dict[str, Any], n: int, counter: StatementCounter, label: str
+    workflows: StartedWorkflows, tocsin: Tocsin, spec: dict[str, Any], n: int, counter: StatementCounter, label: str
 ) -> Measurement:
     """Start n runs, then let time skip until every workflow returned."""
 
@@ -119,15 +120,11 @@ async def journeys(
     cpu = time.process_time()
     run_ids: list[uuid.UUID] = await bounded([start] * n, START_CONCURRENCY)
     started = time.perf_counter()
-    # The workflows were started by Tocsin, not through the environment's auto-skipping handle: unlock time
-    # skipping explicitly while waiting (as tests/journey_harness.py Harness.finish does).
-    async with env.time_skipping_unlocked():  # type: ignore[attr-defined]
-        results = await asyncio.gather(
-            *(env.client.get_workflow_handle(workflow_id(r), result_type=RunView).result() for r in run_ids)
-        )
+    # One at a time (see StartedWorkflows.result); every workflow moves on while any one is awaited.
+    results = [await workflows.result(workflow_id(r)) for r in run_ids]
     done = time.perf_counter()
     cpu = time.process_time() - cpu
-    states = {result.state for result in results}
+    states = {RunView.model_validate(result).state for result in results}
     assert states == {"completed"}, states
     return Measurement(
         label,
@@ -157,12 +154,13 @@ async def measure(db: Database, counter: StatementCounter, journey: Journey, n: 
         await declare_search_attributes(env.client)
         channels: dict[str, Channel] = {"in_app": InAppChannel(), "log": LogChannel(stream=io.StringIO())}
         task_queue = f"tocsin-bench-{uuid.uuid4()}"
-        tocsin = Tocsin(db, env.client, task_queue=task_queue)
+        client, started = skipping_client(env)
+        tocsin = Tocsin(db, client, task_queue=task_queue)
         with worker_runner(journey):
             worker = build_worker(env.client, db, task_queue=task_queue, channels=channels)
         async with worker:
-            await journeys(env, tocsin, journey.spec, WARMUP, counter, journey.label)
-            return await journeys(env, tocsin, journey.spec, n, counter, journey.label)
+            await journeys(started, tocsin, journey.spec, WARMUP, counter, journey.label)
+            return await journeys(started, tocsin, journey.spec, n, counter, journey.label)
     finally:
         await env.shutdown()
 

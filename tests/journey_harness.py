@@ -13,6 +13,7 @@ from peers import HttpServer, SmtpServer
 from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
+from time_skipping import StartedWorkflows, skipping_client
 
 from tocsin import Tocsin, build_worker
 from tocsin.channels import Channel, InAppChannel, SmtpChannel, WebhookChannel
@@ -57,16 +58,14 @@ class Harness:
     tocsin: Tocsin
     smtp: SmtpServer
     http: HttpServer
+    started: StartedWorkflows  # the workflows self.tocsin started, awaitable with time skipping
 
     def handle(self, run_id: uuid.UUID) -> WorkflowHandle[Any, Any]:
         return self.env.client.get_workflow_handle(workflow_id(run_id))
 
     async def finish(self, run_id: uuid.UUID, tenant_id: str = "acme") -> RunDetail:
         """Let time skip until the run's workflow returns, then read the run's canonical rows."""
-        # The client started the workflow, so its handle is not the environment's auto-skipping one:
-        # unlock time skipping explicitly while waiting for the result.
-        async with self.env.time_skipping_unlocked():  # type: ignore[attr-defined]
-            await self.handle(run_id).result()
+        await self.started.result(workflow_id(run_id))
         return await self.tocsin.get_run(run_id, tenant_id=tenant_id)
 
     async def until(self, run_id: uuid.UUID, predicate: Callable[[RunDetail], bool], what: str) -> RunDetail:
@@ -89,5 +88,6 @@ async def harness(
         "webhook": WebhookChannel(http_server.url),
     }
     task_queue = f"tocsin-test-{uuid.uuid4()}"
+    client, started = skipping_client(time_env)
     async with build_worker(time_env.client, db, task_queue=task_queue, channels=channels):
-        yield Harness(time_env, db, Tocsin(db, time_env.client, task_queue=task_queue), smtp_server, http_server)
+        yield Harness(time_env, db, Tocsin(db, client, task_queue=task_queue), smtp_server, http_server, started)
