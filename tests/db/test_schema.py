@@ -24,6 +24,8 @@ TABLE_NAMES = {
     "deliveries",
     "delivery_attempts",
     "signals",
+    "preferences",
+    "recipients",
 }
 
 

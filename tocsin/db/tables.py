@@ -116,6 +116,7 @@ deliveries = Table(
     tz("seen_at", nullable=True),
     tz("created_at"),
     tz("updated_at"),
+    tz("archived_at", nullable=True),
     UniqueConstraint("run_id", "activation", name="deliveries_run_activation_key"),
     one_of("status", DELIVERY_STATUSES, "deliveries_status_check"),
     Index("deliveries_inbox", "tenant_id", "recipient", "channel", "created_at"),
@@ -170,11 +171,43 @@ workflow_transitions = Table(
     one_of("to_state", RUN_STATES, "workflow_transitions_to_state_check"),
 )
 
+# SPEC 12.1: a NULL workflow_key or channel means "any"; NULLS NOT DISTINCT keeps one row per scope.
+preferences = Table(
+    "preferences",
+    metadata,
+    Column("tenant_id", Text, nullable=False),
+    Column("recipient", Text, nullable=False),
+    Column("workflow_key", Text, nullable=True),
+    Column("channel", Text, nullable=True),
+    Column("opted_in", Boolean, nullable=False),
+    tz("updated_at"),
+    Index(
+        "preferences_scope_key",
+        "tenant_id",
+        "recipient",
+        "workflow_key",
+        "channel",
+        unique=True,
+        postgresql_nulls_not_distinct=True,
+    ),
+)
+
+recipients = Table(
+    "recipients",
+    metadata,
+    Column("tenant_id", Text, primary_key=True),
+    Column("recipient", Text, primary_key=True),
+    Column("timezone", Text, nullable=True),
+    tz("updated_at"),
+)
+
 __all__ = [
     "SCHEMA",
     "deliveries",
     "delivery_attempts",
     "metadata",
+    "preferences",
+    "recipients",
     "signals",
     "workflow_definitions",
     "workflow_runs",
