@@ -31,8 +31,10 @@ from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, TLSConfig
 from temporalio.testing import WorkflowEnvironment
+from typer.testing import CliRunner
 
 from tocsin import Tocsin
+from tocsin.cli.app import app
 from tocsin.cli.binaries import wheel_binary
 from tocsin.core import contracts as c
 from tocsin.core.errors import ConfigurationError, InvalidRequest
@@ -430,3 +432,19 @@ async def test_tocsin_connect_takes_a_client_or_the_environment_not_both() -> No
 def test_the_sdk_variables_count_as_read_by_tocsin() -> None:
     assert TEMPORAL_SDK_ENV_NAMES < ENV_NAMES
     assert {"TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TEMPORAL_API_KEY", "TEMPORAL_PROFILE"} <= ENV_NAMES
+
+
+@pytest.mark.parametrize(
+    ("variables", "line"),
+    [
+        ({"TEMPORAL_PROFILE": "nowhere"}, "error: Temporal client configuration: Profile 'nowhere' not found"),
+        (
+            {"TEMPORAL_ADDRESS": "127.0.0.1:7233", "TEMPORAL_TLS_CLIENT_KEY_PATH": "/nonexistent/client.key"},
+            "error: Temporal TLS: cannot read /nonexistent/client.key: No such file or directory",
+        ),
+    ],
+)
+def test_tocsin_worker_stops_at_a_temporal_setting_that_cannot_work(variables: dict[str, str], line: str) -> None:
+    result = CliRunner().invoke(app, ["worker"], env=variables)
+    assert isinstance(result.exception, SystemExit)
+    assert (result.exit_code, result.stderr) == (1, line + "\n")
