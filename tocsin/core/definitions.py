@@ -9,18 +9,17 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 import os
 import re
 from collections.abc import Mapping
-from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeGuard, get_args
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from tocsin.core.errors import DefinitionError, Problem, ProblemCode
+from tocsin.core.documents import read_document
+from tocsin.core.errors import DefinitionError, InvalidDocument, Problem, ProblemCode
+from tocsin.core.limits import INT4_MAX, MAX_DURATION_SECONDS, identifier_fault, printable, shape_fault
 from tocsin.core.templates import template_problems
 from tocsin.core.vocabulary import OUTCOMES, Outcome
 
@@ -29,6 +28,8 @@ Anchor = Literal["prior_delivery_terminal_at", "step_activated_at"]
 ANCHORS: tuple[Anchor, ...] = get_args(Anchor)
 MAX_CANCEL_SIGNALS = 10
 DEFAULT_MAX_STEP_ACTIVATIONS = 50
+# Past this the backoff passes any interval's cap within a few attempts: a larger factor is a typo.
+MAX_BACKOFF_COEFFICIENT = 100
 
 _MODEL_CONFIG = ConfigDict(frozen=True, extra="forbid")
 
@@ -136,6 +137,11 @@ class WorkflowDefinition(BaseModel):
             raw = raw.model_dump()
         if not isinstance(raw, Mapping):
             raise DefinitionError([Problem("", "invalid_document", "a definition must be a mapping")])
+        # Before anything walks it recursively: a document too deep (or cyclic) or too big is one problem.
+        found = shape_fault(raw)
+        if found is not None:
+            location, reason = found
+            raise DefinitionError([Problem(location, "invalid_document", reason)])
         checker = _Checker()
         normalized = checker.definition(raw)
         if checker.problems:
@@ -154,19 +160,14 @@ def load_definition(
 
 def _read_document(path: Path) -> Mapping[str, Any]:
     def invalid(cause: str) -> DefinitionError:
-        return DefinitionError([Problem("", "invalid_document", f"{path}: {cause}")])
+        return DefinitionError([Problem("", "invalid_document", f"{printable(str(path))}: {cause}")])
 
-    suffix = path.suffix.lower()
-    if suffix not in (".json", ".yaml", ".yml"):
+    if path.suffix.lower() not in (".json", ".yaml", ".yml"):
         raise invalid("a definition file must end in .json, .yaml or .yml")
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise invalid(f"cannot read the file: {exc}") from exc
-    try:
-        document = json.loads(text) if suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:  # json.JSONDecodeError is a ValueError
-        raise invalid(f"not valid {suffix[1:].upper()}: {exc}") from exc
+        document = read_document(path)
+    except InvalidDocument as exc:
+        raise invalid(str(exc)) from exc
     if not isinstance(document, Mapping):
         raise invalid(f"the document must be a mapping, not {type(document).__name__}")
     return document
@@ -176,13 +177,17 @@ def _read_document(path: Path) -> Mapping[str, Any]:
 # fraction, and only one that adds up to whole seconds: every delay tocsin keeps is an int of seconds.
 _DURATION = re.compile(
     r"P(?:(?P<weeks>\d+)W"
-    r"|(?:(?P<days>\d+)D)?(?:T(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?)"
+    r"|(?:(?P<days>\d+)D)?(?:T(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?)",
+    re.ASCII,
 )
+# More digits than this is far beyond MAX_DURATION_SECONDS in any unit (and keeps int() of them cheap).
+_MAX_DURATION_DIGITS = 12
 _UNIT_SECONDS = {"weeks": 604800, "days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
 
 
 def parse_duration(value: object) -> int:
-    """Seconds in an ISO-8601 duration (`PT2H`, `P3D`, `PT1H30M`, `P2W`) or a positive int of seconds."""
+    """Seconds in an ISO-8601 duration (`PT2H`, `P3D`, `PT1H30M`, `P2W`) or a positive int of seconds,
+    at most MAX_DURATION_SECONDS (ten years)."""
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError(f"expected an ISO-8601 duration or a number of seconds, got {value!r}")
     if isinstance(value, int):
@@ -193,16 +198,24 @@ def parse_duration(value: object) -> int:
             if re.match(r"P[^T]*[YM]", value):
                 raise ValueError(f"{value!r}: years and months have no fixed length; use weeks or days")
             raise ValueError(f"{value!r} is not an ISO-8601 duration such as PT2H, P3D or PT1H30M")
-        total = sum(
-            (Decimal(amount) * _UNIT_SECONDS[unit] for unit, amount in match.groupdict().items() if amount),
-            Decimal(0),
-        )
-        if total != total.to_integral_value():
-            raise ValueError(f"{value!r} is not a whole number of seconds")
-        seconds = int(total)
+        seconds = 0
+        for unit, amount in match.groupdict().items():
+            whole, _, fraction = (amount or "0").partition(".")
+            if fraction.strip("0"):
+                raise ValueError(f"{value!r} is not a whole number of seconds")
+            digits = whole.lstrip("0") or "0"
+            if len(digits) > _MAX_DURATION_DIGITS:
+                raise _too_long(value)
+            seconds += int(digits) * _UNIT_SECONDS[unit]
     if seconds <= 0:
         raise ValueError(f"a duration must be positive, got {value!r}")
+    if seconds > MAX_DURATION_SECONDS:
+        raise _too_long(value)
     return seconds
+
+
+def _too_long(value: object) -> ValueError:
+    return ValueError(f"{value!r} is longer than ten years ({MAX_DURATION_SECONDS} seconds), the longest allowed")
 
 
 _DEFINITION_FIELDS = frozenset({"key", "version", "steps", "max_step_activations"})
@@ -225,8 +238,18 @@ _RETRY_FIELDS = frozenset(
 _DEFAULT_RETRY = RetryPolicy()
 
 
-def _is_positive_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+def _is_positive_int(value: object, maximum: int = INT4_MAX) -> TypeGuard[int]:
+    """An int from 1 to `maximum`; by default what a Postgres int4 (versions, activations, attempts) holds."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= maximum
+
+
+def _is_seconds(value: object) -> TypeGuard[int]:
+    """A positive int of seconds no longer than MAX_DURATION_SECONDS."""
+    return _is_positive_int(value, MAX_DURATION_SECONDS)
+
+
+_INT_RANGE = f"must be an int from 1 to {INT4_MAX}"
+_SECONDS_RANGE = f"must be an int of seconds from 1 to {MAX_DURATION_SECONDS} (ten years)"
 
 
 def _is_text(value: object) -> TypeGuard[str]:
@@ -235,7 +258,9 @@ def _is_text(value: object) -> TypeGuard[str]:
 
 
 def _field(location: str, name: object) -> str:
-    return f"{location}.{name}" if location else str(name)
+    # A location is printed on one line: a field name with a NUL or a newline in it is shown escaped.
+    shown = printable(str(name))
+    return f"{location}.{shown}" if location else shown
 
 
 class _Checker:
@@ -251,6 +276,18 @@ class _Checker:
     def add(self, location: str, code: ProblemCode, message: str) -> None:
         self.problems.append(Problem(location, code, message))
 
+    def identifier(self, value: object, location: str, blank: ProblemCode, what: str) -> TypeGuard[str]:
+        """Whether `value` can be a key, channel or signal: `blank` when it is no non-blank string at all,
+        invalid_text when it is too long or holds what Postgres text cannot (NUL, a lone surrogate)."""
+        if not _is_text(value):
+            self.add(location, blank, f"{what} must be a non-blank string, got {value!r}")
+            return False
+        fault = identifier_fault(value)
+        if fault is not None:
+            self.add(location, "invalid_text", f"{what} {fault}")
+            return False
+        return True
+
     def unexpected(self, raw: Mapping[Any, Any], allowed: frozenset[str], location: str) -> None:
         for name in raw:
             if name not in allowed:
@@ -259,14 +296,13 @@ class _Checker:
     def definition(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         self.unexpected(raw, _DEFINITION_FIELDS, "")
         key = raw.get("key")
-        if not _is_text(key):
-            self.add("key", "blank_key", "the definition needs a non-blank string key")
+        self.identifier(key, "key", "blank_key", "the definition's key")
         version = raw.get("version")
         if not _is_positive_int(version):
-            self.add("version", "invalid_version", f"version must be an int > 0, got {version!r}")
+            self.add("version", "invalid_version", f"version {_INT_RANGE}, got {version!r}")
         limit = raw.get("max_step_activations", DEFAULT_MAX_STEP_ACTIVATIONS)
         if not _is_positive_int(limit):
-            self.add("max_step_activations", "invalid_step_limit", f"must be an int >= 1, got {limit!r}")
+            self.add("max_step_activations", "invalid_step_limit", f"{_INT_RANGE}, got {limit!r}")
         raw_steps = raw.get("steps")
         if not isinstance(raw_steps, list | tuple) or not raw_steps:
             self.add("steps", "no_steps", "a definition needs a non-empty list of steps")
@@ -285,14 +321,13 @@ class _Checker:
             return raw
         self.unexpected(raw, _STEP_FIELDS, location)
         key = raw.get("key")
-        if not _is_text(key):
-            self.add(f"{location}.key", "blank_step_key", "a step needs a non-blank string key")
+        if not self.identifier(key, f"{location}.key", "blank_step_key", "a step's key"):
+            pass
         elif key in seen:
             self.add(f"{location}.key", "duplicate_step_key", f"another step already has the key {key!r}")
         else:
             seen.add(key)
-        if not _is_text(raw.get("channel")):
-            self.add(f"{location}.channel", "blank_channel", "a step needs a non-blank string channel")
+        self.identifier(raw.get("channel"), f"{location}.channel", "blank_channel", "a step's channel")
         content = raw.get("content", {})
         self.problems.extend(template_problems(content, f"{location}.content"))
         raw_progress = raw.get("progress", ())
@@ -382,8 +417,8 @@ class _Checker:
             self.add(f"{location}.delay_seconds", "invalid_delay", "a wait_until rule needs delay_seconds or delay")
             return None
         seconds = raw["delay_seconds"]
-        if not _is_positive_int(seconds):
-            self.add(f"{location}.delay_seconds", "invalid_delay", f"must be an int > 0, got {seconds!r}")
+        if not _is_seconds(seconds):
+            self.add(f"{location}.delay_seconds", "invalid_delay", f"{_SECONDS_RANGE}, got {seconds!r}")
         return seconds
 
     def cancel_signals(self, raw: object, location: str) -> list[str]:
@@ -392,9 +427,7 @@ class _Checker:
             return []
         names: dict[str, None] = {}  # an ordered set: duplicates dropped, first occurrence kept
         for k, name in enumerate(raw):
-            if not _is_text(name):
-                self.add(f"{location}[{k}]", "invalid_cancel_signals", f"not a non-blank string: {name!r}")
-            else:
+            if self.identifier(name, f"{location}[{k}]", "invalid_cancel_signals", "a cancel signal"):
                 names[name.strip()] = None
         if len(names) > MAX_CANCEL_SIGNALS:
             self.add(
@@ -411,12 +444,17 @@ class _Checker:
         self.unexpected(raw, _RETRY_FIELDS, location)
         max_attempts = raw.get("max_attempts", _DEFAULT_RETRY.max_attempts)
         if not _is_positive_int(max_attempts):
-            self.add(f"{location}.max_attempts", "invalid_retry", f"must be an int >= 1, got {max_attempts!r}")
+            self.add(f"{location}.max_attempts", "invalid_retry", f"{_INT_RANGE}, got {max_attempts!r}")
         coefficient = raw.get("backoff_coefficient", _DEFAULT_RETRY.backoff_coefficient)
         if isinstance(coefficient, bool) or not isinstance(coefficient, int | float):
             self.add(f"{location}.backoff_coefficient", "invalid_retry", f"must be a number, got {coefficient!r}")
-        elif not (math.isfinite(coefficient) and coefficient >= 1):
-            self.add(f"{location}.backoff_coefficient", "invalid_retry", f"must be >= 1, got {coefficient!r}")
+        # Compared before float(): a huge int would overflow it, and NaN fails every comparison.
+        elif not 1 <= coefficient <= MAX_BACKOFF_COEFFICIENT:
+            self.add(
+                f"{location}.backoff_coefficient",
+                "invalid_retry",
+                f"must be from 1 to {MAX_BACKOFF_COEFFICIENT}, got {coefficient!r}",
+            )
         else:
             coefficient = float(coefficient)
         initial = self.interval(raw, location, "initial_interval", _DEFAULT_RETRY.initial_interval_seconds)
@@ -443,7 +481,7 @@ class _Checker:
                 self.add(f"{location}.{name}", "invalid_retry", str(exc))
                 return None
         value = raw.get(seconds_name, default)
-        if not _is_positive_int(value):
-            self.add(f"{location}.{seconds_name}", "invalid_retry", f"must be an int > 0, got {value!r}")
+        if not _is_seconds(value):
+            self.add(f"{location}.{seconds_name}", "invalid_retry", f"{_SECONDS_RANGE}, got {value!r}")
             return None
         return value

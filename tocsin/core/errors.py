@@ -28,6 +28,7 @@ ProblemCode = Literal[
     "duplicate_wait_rule",
     "invalid_template",
     "invalid_retry",
+    "invalid_text",
 ]
 
 
@@ -57,6 +58,13 @@ class DefinitionError(TocsinError, ValueError):
     @property
     def codes(self) -> list[ProblemCode]:
         return [p.code for p in self.problems]
+
+
+class InvalidDocument(TocsinError, ValueError):
+    """Text that is not a usable JSON or YAML document: unparsable, or beyond a limit of tocsin.core.limits.
+
+    The message is one line, fit to show a user as it is.
+    """
 
 
 class DefinitionConflict(TocsinError):

@@ -11,6 +11,7 @@ from jinja2 import StrictUndefined, Template, TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 
 from tocsin.core.errors import Problem, TocsinError
+from tocsin.core.limits import printable, text_fault
 
 # Content goes out over sms, email, webhooks, ...: escaping is each channel's business, not ours.
 # The sandbox matters because definitions are data, possibly authored outside the codebase.
@@ -28,7 +29,8 @@ def _compile(source: str) -> Template:
 
 
 def _child(path: str, key: object) -> str:
-    return f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}"
+    # Locations and messages are printed on one line: a key with a NUL or a newline in it is shown escaped.
+    return f"{path}[{key}]" if isinstance(key, int) else f"{path}.{printable(str(key))}"
 
 
 def _invalid(location: str, message: str) -> Problem:
@@ -37,16 +39,25 @@ def _invalid(location: str, message: str) -> Problem:
 
 def _check(value: object, path: str, problems: list[Problem]) -> None:
     if isinstance(value, str):
+        # Rendered content is stored in Postgres, which holds no NUL and no lone surrogate.
+        fault = text_fault(value)
+        if fault is not None:
+            problems.append(Problem(path, "invalid_text", f"the text {fault}"))
+            return
         try:
             _compile(value)
         except TemplateSyntaxError as exc:
             problems.append(_invalid(path, f"template does not compile: {exc.message} (line {exc.lineno})"))
+        except RecursionError:  # Jinja's parser and Python's compiler recurse once per nested expression
+            problems.append(_invalid(path, "template does not compile: its expressions are nested too deeply"))
     elif isinstance(value, Mapping):
         for key, item in value.items():
-            if isinstance(key, str):
-                _check(item, _child(path, key), problems)
-            else:
+            if not isinstance(key, str):
                 problems.append(_invalid(_child(path, repr(key)), "field names must be strings"))
+            elif (fault := text_fault(key)) is not None:
+                problems.append(Problem(_child(path, key), "invalid_text", f"the field name {fault}"))
+            else:
+                _check(item, _child(path, key), problems)
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
             _check(item, _child(path, index), problems)
