@@ -494,8 +494,39 @@ def test_a_setting_that_cannot_work_is_an_environment_fault(
 def test_a_malformed_database_url_argument_is_bad_input(cli: Cli) -> None:
     result = cli("runs", "list", "--tenant", TENANT, "--database-url", "mysql://tocsin@127.0.0.1/tocsin", code=2)
 
+    assert result.stderr == (
+        "error: invalid value for '--database-url': tocsin needs a PostgreSQL URL (postgresql://...), got 'mysql'; "
+        "see 'tocsin runs list --help'\n"
+    )
     assert result.stdout == ""
-    assert "invalid value for '--database-url': tocsin needs a postgresql url" in result.stderr.lower()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["runs", "cancel", str(uuid.UUID(int=1)), "--tenant", TENANT],
+            "error: missing option '--reason'; see 'tocsin runs cancel --help'",
+        ),
+        (["runs", "frob"], "error: no such command 'frob'; see 'tocsin runs --help'"),
+        (
+            ["runs", "list", "--tenant", TENANT, "--limit", "many"],
+            "error: invalid value for '--limit': Input should be a valid integer, unable to parse string as an "
+            "integer; see 'tocsin runs list --help'",
+        ),
+        (["due", "--bogus"], "error: no such option: --bogus; see 'tocsin due --help'"),
+    ],
+    ids=["missing-option", "unknown-command", "wrong-type", "unknown-option"],
+)
+def test_a_usage_error_is_one_line_and_exit_2(cli: Cli, args: list[str], message: str) -> None:
+    assert cli.error(*args, code=2) == message
+
+
+def test_a_group_alone_prints_its_help(cli: Cli) -> None:
+    result = cli("runs", code=2)
+
+    assert "Usage: tocsin runs" in result.stdout
+    assert result.stderr == ""
 
 
 def test_the_database_url_option_overrides_the_environment(fresh_db_url: str) -> None:

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, ParamSpec
+from typing import Annotated, Any, NoReturn, ParamSpec, Protocol, runtime_checkable
 
 import typer
 from pydantic import ValidationError
@@ -32,9 +32,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from temporalio.client import Client
 from temporalio.service import RPCError
+from typer.core import TyperGroup
 
 from tocsin import engine
-from tocsin.cli.errors import EnvironmentFault, os_cause, temporal_unreachable
+from tocsin.cli.errors import EnvironmentFault, lowercase_first, os_cause, temporal_unreachable
 from tocsin.cli.render import as_json, definitions_table, run_timeline, runs_table
 from tocsin.client import Tocsin, utcnow
 from tocsin.core.definitions import load_definition
@@ -57,8 +58,39 @@ LOCAL_STACK_HINT = "(or run `tocsin dev` for a local stack)"
 P = ParamSpec("P")
 
 
+@runtime_checkable
+class ParsingError(Protocol):
+    """What typer raises for a command line it cannot parse (click's ClickException, which typer vendors
+    privately): matched by its shape so that tocsin uses typer's public API only."""
+
+    exit_code: int
+
+    def format_message(self) -> str: ...
+
+
+class OneLineErrors(TyperGroup):
+    """typer's own usage errors (a missing option, an unknown command, a value of the wrong type) as one
+    `error:` line on stderr, exit 2, like every other error of the CLI, instead of typer's boxed usage."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            # Not standalone: typer raises its parsing errors, and returns the code of `typer.Exit` (and --help).
+            outcome = super().main(*args, **{**kwargs, "standalone_mode": False})
+        except Exception as exc:
+            if not isinstance(exc, ParsingError):
+                raise
+            # `tocsin` or `tocsin runs` alone: typer printed the help while raising this.
+            if type(exc).__name__ != "NoArgsIsHelpError":
+                context = getattr(exc, "ctx", None)
+                hint = f"; see '{context.command_path} --help'" if context is not None else ""
+                typer.echo(f"error: {lowercase_first(exc.format_message()).rstrip('.')}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        sys.exit(outcome if isinstance(outcome, int) else 0)
+
+
 # Locals in a traceback would print settings and URLs, passwords included.
 app = typer.Typer(
+    cls=OneLineErrors,
     name="tocsin",
     help="Durable, multi-step notification journeys on Temporal and Postgres.",
     no_args_is_help=True,
