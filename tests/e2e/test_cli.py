@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
-from journeys import ESCALATION, RECIPIENT, TENANT, escalation_waiting, start
+from journeys import ESCALATION, RECIPIENT, TENANT, deliveries, drive, escalation_waiting, start
 from temporalio import activity, workflow
 from temporalio.testing import WorkflowEnvironment
 from typer.main import get_command
@@ -315,6 +315,67 @@ def test_runs_cancel_stops_a_waiting_run(cli_temporal: Cli, fresh_db_url: str) -
     assert cli_temporal.error(*args[:3], "--tenant", "globex", "--reason", "x", code=2).endswith(
         "not found for tenant 'globex'"
     )
+
+
+# --- provider feedback -----------------------------------------------------------------------------------
+
+
+def awaiting_feedback(url: str) -> tuple[Run, uuid.UUID]:
+    """An ESCALATION run whose in-app delivery was sent and awaits the provider's report."""
+
+    async def make(db: Database) -> tuple[Run, uuid.UUID]:
+        run = await start(db, ESCALATION, now=host_now())
+        (delivery,) = await deliveries(db, run.id)
+        await drive(db, delivery["id"], "dispatched", now=host_now())
+        return run, delivery["id"]
+
+    return on_db(url, make)
+
+
+def test_deliveries_feedback_records_a_bounce(cli_temporal: Cli, fresh_db_url: str) -> None:
+    run, delivery_id = awaiting_feedback(fresh_db_url)
+    args = ("deliveries", "feedback", str(delivery_id), "--tenant", TENANT, "--outcome", "bounced")
+
+    line = cli_temporal(*args, "--error", "mailbox unknown").stdout
+
+    assert line == f"delivery {delivery_id} is cancelled (bounced)\n"
+    detail = cli_temporal.json("runs", "show", str(run.id), "--tenant", TENANT)
+    ((status, reason),) = [(d["status"], d["suppression_reason"]) for d in detail["deliveries"]]
+    assert (status, reason) == ("cancelled", "bounced")
+    assert [(a["outcome"], a["error"]) for a in detail["attempts"]][-1] == ("bounced", "mailbox unknown")
+    # A second report finds the delivery terminal: it is kept as an attempt, the status stays.
+    again = cli_temporal.json(*args[:-1], "delivered")
+    assert (again["status"], again["suppression_reason"]) == ("cancelled", "bounced")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--outcome", "lost"],
+            "error: invalid value for '--outcome': 'lost' is not one of delivered, bounced, "
+            "permanent_failure, temporary_failure; see 'tocsin deliveries feedback --help'",
+        ),
+        (["--outcome", "delivered", "--tenant", "globex"], "error: delivery {id} not found for tenant 'globex'"),
+    ],
+    ids=["unknown-outcome", "another-tenant"],
+)
+def test_deliveries_feedback_refuses_bad_input_writing_nothing(
+    cli_temporal: Cli, fresh_db_url: str, args: list[str], message: str
+) -> None:
+    run, delivery_id = awaiting_feedback(fresh_db_url)
+    before = cli_temporal.json("runs", "show", str(run.id), "--tenant", TENANT)
+
+    line = cli_temporal.error("deliveries", "feedback", str(delivery_id), "--tenant", TENANT, *args, code=2)
+
+    assert line == message.format(id=delivery_id)
+    assert cli_temporal.json("runs", "show", str(run.id), "--tenant", TENANT) == before
+
+
+def test_deliveries_feedback_needs_a_delivery_uuid(cli: Cli) -> None:
+    args = ("deliveries", "feedback", "d-1", "--tenant", TENANT, "--outcome", "delivered")
+
+    assert cli.error(*args, code=2) == "error: invalid delivery id 'd-1': expected a UUID"
 
 
 # --- signals and the due sweep ----------------------------------------------------------------------------

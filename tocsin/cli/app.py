@@ -42,6 +42,7 @@ from tocsin.core.definitions import load_definition
 from tocsin.core.errors import ConfigurationError, DefinitionError, InvalidRequest, TocsinError
 from tocsin.db import Database
 from tocsin.db.database import async_url
+from tocsin.engine.feedback import FEEDBACK_KINDS
 from tocsin.engine.reads import get_run, list_runs
 from tocsin.engine.registry import list_definitions, register_definition
 from tocsin.logs import configure_logging
@@ -99,8 +100,10 @@ app = typer.Typer(
 )
 definitions_app = typer.Typer(help="Register and list journey definitions.", no_args_is_help=True)
 runs_app = typer.Typer(help="Start, show, list and cancel runs.", no_args_is_help=True)
+deliveries_app = typer.Typer(help="Report what a provider said about a delivery.", no_args_is_help=True)
 app.add_typer(definitions_app, name="definitions")
 app.add_typer(runs_app, name="runs")
+app.add_typer(deliveries_app, name="deliveries")
 
 
 # --- running a command: the one error handler -------------------------------------------------------
@@ -201,11 +204,18 @@ async def open_tocsin(settings: Settings) -> AsyncIterator[Tocsin]:
 # --- parsing input -------------------------------------------------------------------------------------
 
 
-def parse_run_id(text: str) -> uuid.UUID:
+def parse_id(text: str, what: str = "run") -> uuid.UUID:
     try:
         return uuid.UUID(text)
     except ValueError:
-        raise InvalidRequest(f"invalid run id {text!r}: expected a UUID") from None
+        raise InvalidRequest(f"invalid {what} id {text!r}: expected a UUID") from None
+
+
+def check_outcome(value: str) -> str:
+    """An unknown outcome is refused while parsing, before anything connects."""
+    if value not in FEEDBACK_KINDS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(FEEDBACK_KINDS)}")
+    return value
 
 
 def parse_data(text: str, source: str) -> dict[str, Any]:
@@ -405,7 +415,7 @@ async def runs_show(
     run: RunArg, tenant: Tenant, json_output: JsonOutput = False, database_url: DatabaseUrl = None
 ) -> None:
     """Show a run with its audit trail, its deliveries and their attempts."""
-    run_id = parse_run_id(run)
+    run_id = parse_id(run)
     async with await open_database(load_settings(database_url)) as db:
         detail = await get_run(db, run_id, tenant_id=tenant)
     if json_output:
@@ -450,7 +460,7 @@ async def runs_cancel(
     temporal_address: TemporalAddress = None,
 ) -> None:
     """Stop an active or waiting run and cancel its open deliveries. A finished run is left as it is."""
-    run_id = parse_run_id(run)
+    run_id = parse_id(run)
     async with open_tocsin(load_settings(database_url, temporal_address)) as tocsin:
         cancelled = await tocsin.cancel_run(run_id, tenant_id=tenant, reason=reason)
     if json_output:
@@ -462,6 +472,40 @@ async def runs_cancel(
         else cancelled.status_reason
     )
     typer.echo(f"run {cancelled.id} is {cancelled.state} ({why})")
+
+
+@command(deliveries_app, "feedback")
+async def deliveries_feedback(
+    delivery: Annotated[
+        str, typer.Argument(metavar="DELIVERY", help="The delivery id (a UUID, see `runs show`).", show_default=False)
+    ],
+    tenant: Tenant,
+    outcome: Annotated[
+        str,
+        typer.Option(
+            "--outcome", help=f"What the provider reported: {', '.join(FEEDBACK_KINDS)}.", callback=check_outcome
+        ),
+    ],
+    error: Annotated[
+        str | None, typer.Option("--error", help="The provider's words, kept on the attempt.", show_default=False)
+    ] = None,
+    json_output: JsonOutput = False,
+    database_url: DatabaseUrl = None,
+    temporal_address: TemporalAddress = None,
+) -> None:
+    """Record provider feedback (a delivery report, a bounce); the run's workflow acts on it.
+
+    A delivery awaiting feedback takes the reported status; any other keeps its status, and the report is
+    kept as an attempt and as a `delivery.<outcome>` signal for its run.
+    """
+    delivery_id = parse_id(delivery, "delivery")
+    async with open_tocsin(load_settings(database_url, temporal_address)) as tocsin:
+        recorded = await tocsin.record_delivery_outcome(delivery_id, tenant_id=tenant, outcome=outcome, error=error)
+    if json_output:
+        typer.echo(as_json(recorded))
+        return
+    why = f" ({recorded.suppression_reason})" if recorded.suppression_reason else ""
+    typer.echo(f"delivery {recorded.id} is {recorded.status}{why}")
 
 
 @command(app)
@@ -477,7 +521,7 @@ async def signal(
 ) -> None:
     """Record a signal for a recipient; their waiting runs that listen for it stop."""
     payload = parse_data(data, "--data") if data is not None else None
-    run_id = parse_run_id(run) if run is not None else None
+    run_id = parse_id(run) if run is not None else None
     async with open_tocsin(load_settings(database_url, temporal_address)) as tocsin:
         stopped = await tocsin.send_signal(
             tenant_id=tenant, recipient=recipient, name=name, data=payload, run_id=run_id
