@@ -3,14 +3,12 @@ and serving an app with uvicorn on a free port."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI
 from journeys import TENANT, delivery_at, journey, rows, snapshot, start, step
 
@@ -19,6 +17,7 @@ from tocsin.db import Database
 from tocsin.db import tables as t
 from tocsin.engine.dispatch import dispatch_delivery
 from tocsin.http import issue_token
+from tocsin.http.serve import serve_app
 
 SECRET = "inbox-test-secret"
 ME = "user:42"
@@ -60,18 +59,6 @@ async def everything(db: Database) -> dict[str, list[dict[str, Any]]]:
 
 @asynccontextmanager
 async def serve(app: FastAPI) -> AsyncIterator[str]:
-    """Serve `app` with uvicorn on a free port of 127.0.0.1 (in this event loop); yields its base URL."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", timeout_graceful_shutdown=2)
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    """Serve `app` on a free port of 127.0.0.1; yields its base URL without the trailing slash."""
+    async with serve_app(app) as url:
+        yield url.rstrip("/")
