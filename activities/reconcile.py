@@ -7,20 +7,14 @@ import uuid
 from collections.abc import Awaitable
 from datetime import timedelta
 
-from sqlalchemy import select
 from temporalio import activity
 from temporalio.client import Client
 
-from tocsin import engine
 from tocsin.core import contracts as c
-from tocsin.core.models import Run
-from tocsin.core.vocabulary import UNFINISHED_RUN_STATES
-from tocsin.db import Database, store
-from tocsin.db import tables as t
+from tocsin.db import Database
+from tocsin.engine.reconcile import progress_overdue_runs, unstarted_runs
 from tocsin.temporal.starter import start_journey, wake_journey
 
-R = t.workflow_runs
-BATCH = 500
 log = logging.getLogger("tocsin.reconcile")
 
 
@@ -44,27 +38,12 @@ class ReconcileActivities:
     @activity.defn(name="tocsin.reconcile")
     async def reconcile(self, request: c.ReconcileRequest) -> c.ReconcileReport:
         grace = timedelta(seconds=request.grace_seconds)
-        # Runs committed but never handed to Temporal (the process died between the two steps of start_run).
-        async with self.db.transaction() as conn:
-            unstarted = await store.fetch_all(
-                conn,
-                Run,
-                select(R)
-                .where(
-                    R.c.workflow_started.is_(False),
-                    R.c.state.in_(UNFINISHED_RUN_STATES),
-                    R.c.created_at <= request.now - grace,
-                )
-                .order_by(R.c.created_at)
-                .limit(BATCH),
-            )
         started: list[uuid.UUID] = []
-        for run in unstarted:
+        for run in await unstarted_runs(self.db, now=request.now, grace=grace):
             # One run that cannot be started must not keep the sweep from the others (nor the lost timers).
             if await self.attempt(start_journey(self.client, self.db, run, task_queue=self.task_queue), run.id):
                 started.append(run.id)
-        # Waits overdue by more than the grace period: their timer was lost with their workflow.
-        progressed = await engine.progress_due_runs(self.db, now=request.now, limit=BATCH, overdue_by=grace)
+        progressed = await progress_overdue_runs(self.db, now=request.now, grace=grace)
         for progress in progressed:
             if not progress.run.finished:
                 await self.attempt(

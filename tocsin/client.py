@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import base64
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import select, tuple_
 from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 
 from tocsin import engine
 from tocsin.core import contracts as c
 from tocsin.core.errors import InvalidRequest
-from tocsin.core.models import Attempt, DefinitionRecord, Delivery, Run, RunDetail, RunPage, Transition, workflow_id
-from tocsin.core.vocabulary import RUN_STATES
+from tocsin.core.models import DefinitionRecord, Delivery, Run, RunDetail, RunPage, workflow_id
 from tocsin.db import Database, store
-from tocsin.db import tables as t
+from tocsin.engine import reads
 from tocsin.engine.feedback import record_delivery_outcome
 from tocsin.engine.inbox import inbox, stamp_receipt
 from tocsin.engine.registry import DefinitionSource, list_definitions, register_definition
@@ -25,8 +23,7 @@ from tocsin.engine.signals import route_signal
 from tocsin.temporal.connect import connect_temporal
 from tocsin.temporal.starter import notify_journey, start_journey
 
-R = t.workflow_runs
-D = t.deliveries
+log = logging.getLogger("tocsin.client")
 
 
 def utcnow() -> datetime:
@@ -35,6 +32,16 @@ def utcnow() -> datetime:
 
 
 class Tocsin:
+    """The application's handle on tocsin: start, signal, cancel and read runs, record provider feedback,
+    serve the in-app inbox. Every call is scoped by `tenant_id`.
+
+    Postgres holds the truth and each call commits there first; Temporal is then told (a workflow started,
+    woken or updated) so that the run acts at once. Open it with `await Tocsin.connect(...)` (it then owns,
+    and closes, the database it opened), or build it on handles you own with `Tocsin(db, temporal_client)`.
+    Either is an async context manager: `async with Tocsin(db, client) as t:` or
+    `async with await Tocsin.connect(...) as t:`; leaving the block closes only what `connect` opened.
+    """
+
     def __init__(
         self, db: Database, temporal_client: Client, *, task_queue: str = c.DEFAULT_TASK_QUEUE, owns: bool = False
     ) -> None:
@@ -123,7 +130,13 @@ class Tocsin:
         return run
 
     async def cancel_run(self, run_id: uuid.UUID, *, tenant_id: str, reason: str) -> Run:
-        """Stop a run. A running workflow does it through its `cancel` update, so it stops its timers at once."""
+        """Stop a run and return it (a finished run is returned as it is).
+
+        A running workflow does it through its `cancel` update, so it stops its timers at once. When the
+        update is not taken (the workflow is gone, no worker took it in time, Temporal is unreachable), the run
+        is cancelled in Postgres directly; once that is committed the caller sees success, whether or not
+        its workflow could be told (it finds the run stopped the next time it looks).
+        """
         if not reason or not reason.strip():
             raise InvalidRequest("a cancel reason must not be blank")
         run = await self._run(run_id, tenant_id)
@@ -137,18 +150,23 @@ class Tocsin:
                     result_type=c.RunView,
                     rpc_timeout=self.update_timeout,
                 )
+            except (WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError, RPCError) as exc:
+                # A late update is then a no-op on a stopped run.
+                log.warning("cancel: the workflow of run %s did not take the update (%s); cancelling in Postgres",
+                            run.id, type(exc).__name__, extra={"run_id": str(run.id)})  # fmt: skip
+            else:
                 return await self._run(run_id, tenant_id)
-            except (WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError, RPCError):
-                # The workflow is gone or finishing, or no worker took the update in time: cancel in Postgres
-                # directly. A late update is then a no-op on a stopped run.
-                pass
         stopped = await engine.cancel_run(self.db, run.id, tenant_id=tenant_id, reason=reason, now=utcnow())
-        await notify_journey(self.temporal, stopped, task_queue=self.task_queue)
+        try:
+            await notify_journey(self.temporal, stopped, task_queue=self.task_queue)
+        except RPCError as exc:
+            log.warning("cancel: run %s is stopped but its workflow could not be woken (%s)",
+                        run.id, exc.status.name if exc.status else exc, extra={"run_id": str(run.id)})  # fmt: skip
         return stopped
 
     async def get_run(self, run_id: uuid.UUID, *, tenant_id: str) -> RunDetail:
         """The run with its whole audit trail, its deliveries and their attempts."""
-        return await get_run(self.db, run_id, tenant_id=tenant_id)
+        return await reads.get_run(self.db, run_id, tenant_id=tenant_id)
 
     async def list_runs(
         self,
@@ -161,7 +179,7 @@ class Tocsin:
         cursor: str | None = None,
     ) -> RunPage:
         """Runs newest first, a page at a time; pass `next_cursor` back for the next page."""
-        return await list_runs(
+        return await reads.list_runs(
             self.db,
             tenant_id=tenant_id,
             state=state,
@@ -216,8 +234,8 @@ class Tocsin:
     async def inbox(
         self, *, tenant_id: str, recipient: str, unread_only: bool = False, limit: int = 50
     ) -> list[Delivery]:
-        async with self.db.transaction() as conn:
-            return await inbox(conn, tenant_id=tenant_id, recipient=recipient, unread_only=unread_only, limit=limit)
+        """The recipient's delivered in-app notifications, newest first."""
+        return await inbox(self.db, tenant_id=tenant_id, recipient=recipient, unread_only=unread_only, limit=limit)
 
     async def mark_read(self, delivery_id: uuid.UUID, *, tenant_id: str) -> Delivery:
         return await self._receipt(delivery_id, tenant_id, "read_at")
@@ -243,72 +261,3 @@ class Tocsin:
     async def _notify(self, run_ids: list[uuid.UUID], tenant_id: str) -> None:
         for run_id in run_ids:
             await notify_journey(self.temporal, await self._run(run_id, tenant_id), task_queue=self.task_queue)
-
-
-async def get_run(db: Database, run_id: uuid.UUID, *, tenant_id: str) -> RunDetail:
-    """`Tocsin.get_run` from the database alone, for tools that have no Temporal client (`tocsin runs show`)."""
-    async with db.transaction() as conn:
-        run = await store.get_run(conn, run_id, tenant_id=tenant_id)
-        transitions = await store.fetch_all(
-            conn,
-            Transition,
-            select(t.workflow_transitions)
-            .where(t.workflow_transitions.c.run_id == run.id)
-            .order_by(t.workflow_transitions.c.seq),
-        )
-        deliveries = await store.fetch_all(
-            conn, Delivery, select(D).where(D.c.run_id == run.id).order_by(D.c.activation)
-        )
-        attempts = await store.fetch_all(
-            conn,
-            Attempt,
-            select(t.delivery_attempts)
-            .join(D, D.c.id == t.delivery_attempts.c.delivery_id)
-            .where(D.c.run_id == run.id)
-            .order_by(D.c.activation, t.delivery_attempts.c.attempt_number),
-        )
-    return RunDetail(run=run, transitions=transitions, deliveries=deliveries, attempts=attempts)
-
-
-async def list_runs(
-    db: Database,
-    *,
-    tenant_id: str,
-    state: str | None = None,
-    recipient: str | None = None,
-    workflow_key: str | None = None,
-    limit: int = 50,
-    cursor: str | None = None,
-) -> RunPage:
-    """`Tocsin.list_runs` from the database alone."""
-    if state is not None and state not in RUN_STATES:
-        raise InvalidRequest(f"unknown run state {state!r}; expected one of {', '.join(RUN_STATES)}")
-    if not 1 <= limit <= 1000:
-        raise InvalidRequest("limit must be between 1 and 1000")
-    query = select(R).where(R.c.tenant_id == tenant_id)
-    if state is not None:
-        query = query.where(R.c.state == state)
-    if recipient is not None:
-        query = query.where(R.c.recipient == recipient)
-    if workflow_key is not None:
-        query = query.where(R.c.workflow_key == workflow_key)
-    if cursor is not None:
-        created_at, last_id = decode_cursor(cursor)
-        query = query.where(tuple_(R.c.created_at, R.c.id) < tuple_(created_at, last_id))
-    query = query.order_by(R.c.created_at.desc(), R.c.id.desc()).limit(limit + 1)
-    async with db.transaction() as conn:
-        rows = await store.fetch_all(conn, Run, query)
-    page, more = rows[:limit], len(rows) > limit
-    return RunPage(runs=page, next_cursor=encode_cursor(page[-1]) if more else None)
-
-
-def encode_cursor(run: Run) -> str:
-    return base64.urlsafe_b64encode(f"{run.created_at.isoformat()}|{run.id}".encode()).decode()
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        created_at, run_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(created_at), uuid.UUID(run_id)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"invalid cursor {cursor!r}") from exc

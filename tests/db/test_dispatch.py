@@ -23,6 +23,7 @@ from tocsin.channels import (
 from tocsin.db import Database
 from tocsin.engine.deliveries import mark_dispatched
 from tocsin.engine.dispatch import dispatch_delivery
+from tocsin.engine.feedback import record_delivery_outcome
 from tocsin.engine.runs import cancel_run
 
 
@@ -32,6 +33,7 @@ class Recorder:
 
     raises: Exception | None = None
     awaiting_feedback: bool = False
+    message_ids: bool = True  # whether the provider answers with a message id
     sent: list[OutboundMessage] = field(default_factory=list)
     lock_free: list[bool] = field(default_factory=list)
     db_url: str | None = None
@@ -50,7 +52,7 @@ class Recorder:
         if self.raises is not None:
             raise self.raises
         return SendReceipt(
-            provider_message_id=f"msg-{len(self.sent)}",
+            provider_message_id=f"msg-{len(self.sent)}" if self.message_ids else None,
             provider_response={"ok": True},
             awaiting_feedback=self.awaiting_feedback,
         )
@@ -208,3 +210,67 @@ async def test_an_accepted_send_awaiting_feedback_is_never_sent_twice(db: Databa
     assert (retried.status, len(adapter.sent)) == ("dispatched", 1)
     [attempt] = await attempts(db, delivery_id)
     assert (attempt["outcome"], attempt["provider_response"]) == ("succeeded", {"ok": True, "awaiting_feedback": True})
+
+
+# --- which send a result belongs to: a number in the rows, never a comparison of clocks ----------------------
+# Hosts' clocks disagree (a worker behind the server, a time skip): each case below stamps a result or a send
+# with a clock earlier than the one before it, which a timestamp comparison reads the wrong way round.
+
+
+async def test_an_accepted_send_recorded_by_a_clock_behind_is_not_sent_again(db: Database, t0: datetime) -> None:
+    _, delivery_id = await first(db, t0)
+    adapter = Recorder(awaiting_feedback=True, message_ids=False)
+    # The send begins at t0 + 10 s; the provider's answer is stamped by a clock 10 s behind.
+    moments = iter([later(t0, seconds=10), t0])
+    accepted = await dispatch_delivery(
+        db, delivery_id, channels={"in_app": adapter}, now=lambda: next(moments), attempt=1
+    )
+    assert (accepted.status, accepted.updated_at) == ("dispatched", later(t0, seconds=10))
+
+    retried = await dispatch_delivery(db, delivery_id, channels={"in_app": adapter}, now=t0, attempt=1)
+
+    assert (retried.status, len(adapter.sent)) == ("dispatched", 1)
+    assert [(a["attempt_number"], a["send_number"], a["created_at"]) for a in await attempts(db, delivery_id)] == [
+        (1, 1, t0)
+    ]
+
+
+async def test_a_send_begun_by_a_clock_behind_the_last_result_is_made_after_a_crash(db: Database, t0: datetime) -> None:
+    _, delivery_id = await first(db, t0)
+    adapter = Recorder(raises=TemporaryDeliveryError("http_503"))
+    await dispatch_delivery(db, delivery_id, channels={"in_app": adapter}, now=later(t0, seconds=10), attempt=1)
+    # Send 2 begins on a host 10 s behind, which dies before sending: the retried activity must send it.
+    await mark_dispatched(db, delivery_id, now=t0)
+    adapter.raises = None
+
+    sent = await dispatch_delivery(db, delivery_id, channels={"in_app": adapter}, now=later(t0, seconds=1), attempt=2)
+
+    assert (sent.status, sent.attempt_count, len(adapter.sent)) == ("succeeded", 2, 2)
+    assert [(a["send_number"], a["outcome"]) for a in await attempts(db, delivery_id)] == [
+        (1, "failed"),
+        (2, "succeeded"),
+    ]
+
+
+async def test_feedback_on_a_failed_delivery_is_numbered_but_is_no_send(db: Database, t0: datetime) -> None:
+    """attempt_number counts rows, attempt_count counts sends begun, send_number names a row's send."""
+    _, delivery_id = await first(db, t0)
+    adapter = Recorder(raises=TemporaryDeliveryError("http_503"))
+    await dispatch_delivery(db, delivery_id, channels={"in_app": adapter}, now=t0, attempt=1)
+    # The provider reports on the failed message, stamped by a clock an hour ahead.
+    reported = await record_delivery_outcome(
+        db, delivery_id, tenant_id="acme", outcome="bounced", error="550", now=later(t0, hours=1)
+    )
+    assert (reported.status, reported.attempt_count) == ("failed", 1)
+    # Send 2 begins, and its worker dies before sending: the feedback row is not send 2's result.
+    await mark_dispatched(db, delivery_id, now=later(t0, minutes=1))
+    adapter.raises = None
+
+    sent = await dispatch_delivery(db, delivery_id, channels={"in_app": adapter}, now=later(t0, minutes=2), attempt=2)
+
+    assert (sent.status, sent.attempt_count, len(adapter.sent)) == ("succeeded", 2, 2)
+    assert [(a["attempt_number"], a["send_number"], a["outcome"]) for a in await attempts(db, delivery_id)] == [
+        (1, 1, "failed"),
+        (2, None, "bounced"),
+        (3, 2, "succeeded"),
+    ]

@@ -165,6 +165,7 @@ async def test_a_send_cycle_writes_the_exact_rows(db: Database, t0: datetime) ->
         {
             "delivery_id": delivery_id,
             "attempt_number": 1,
+            "send_number": 1,
             "outcome": "failed",
             "error_class": "temporary",
             "error": "smtp 451",
@@ -175,6 +176,7 @@ async def test_a_send_cycle_writes_the_exact_rows(db: Database, t0: datetime) ->
         {
             "delivery_id": delivery_id,
             "attempt_number": 2,
+            "send_number": 2,
             "outcome": "succeeded",
             "error_class": None,
             "error": None,

@@ -826,6 +826,7 @@ async def test_a_render_failure_plans_a_suppressed_delivery_and_the_run_proceeds
     assert {k: v for k, v in attempt.items() if k != "id"} == {
         "delivery_id": d1["id"],
         "attempt_number": 1,
+        "send_number": None,  # nothing was sent
         "outcome": "rejected",
         "error_class": "permanent",
         "error": "cannot render content.body: UndefinedError: 'missing' is undefined",

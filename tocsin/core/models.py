@@ -99,6 +99,7 @@ class Attempt(Row):
     id: int
     delivery_id: uuid.UUID
     attempt_number: int
+    send_number: int | None  # the send this row is the result of; None: provider feedback, or no send made
     outcome: str
     error_class: str | None
     error: str | None

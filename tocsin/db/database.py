@@ -9,12 +9,12 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from tocsin.core.definitions import WorkflowDefinition
-from tocsin.db import tables as t
+from tocsin.db import queries as q
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any fixed 64-bit number: serializes concurrent `migrate()` calls from several workers.
@@ -52,7 +52,7 @@ class Database:
         db = cls(engine)
         try:
             async with engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
+                await conn.execute(q.PING)
         except BaseException:
             await engine.dispose()
             raise
@@ -72,15 +72,14 @@ class Database:
 
     async def current_revision(self) -> str | None:
         async with self.engine.connect() as conn:
-            exists = await conn.scalar(text("SELECT to_regclass('tocsin.alembic_version') IS NOT NULL"))
-            if not exists:
+            if not await conn.scalar(q.VERSION_TABLE_EXISTS):
                 return None
-            revision: str | None = await conn.scalar(text("SELECT version_num FROM tocsin.alembic_version"))
+            revision: str | None = await conn.scalar(q.CURRENT_REVISION)
             return revision
 
     async def _alembic(self, action: object, revision: str) -> None:
         def run(sync_conn: Connection) -> None:
-            sync_conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
+            sync_conn.execute(q.TAKE_MIGRATION_LOCK, {"key": MIGRATION_LOCK})
             action(alembic_config(sync_conn), revision)  # type: ignore[operator]
 
         async with self.engine.begin() as conn:
@@ -90,12 +89,12 @@ class Database:
         """A registered definition, parsed once per process; read on `conn` (or a connection of its own)."""
         cached = self._definitions.get(definition_id)
         if cached is None:
-            query = select(t.workflow_definitions.c.spec).where(t.workflow_definitions.c.id == definition_id)
+            params = {"definition_id": definition_id}
             if conn is not None:
-                spec = await conn.scalar(query)
+                spec = await conn.scalar(q.DEFINITION_SPEC, params)
             else:
                 async with self.engine.connect() as own:
-                    spec = await own.scalar(query)
+                    spec = await own.scalar(q.DEFINITION_SPEC, params)
             cached = WorkflowDefinition.model_validate(spec)
             self._definitions[definition_id] = cached
         return cached

@@ -127,7 +127,11 @@ delivery_attempts = Table(
     metadata,
     Column("id", BigInteger, Identity(always=True), primary_key=True),
     Column("delivery_id", UUID(as_uuid=True), ForeignKey("deliveries.id"), nullable=False),
+    # Every row of a delivery, numbered 1, 2, 3 ... in the order recorded (send results and feedback alike).
     Column("attempt_number", Integer, nullable=False),
+    # The send (deliveries.attempt_count when it began) this row is the result of; NULL for provider feedback
+    # and for a rejection recorded before any send (migration 0002).
+    Column("send_number", Integer, nullable=True),
     Column("outcome", Text, nullable=False),
     Column("error_class", Text, nullable=True),
     Column("error", Text, nullable=True),
@@ -137,6 +141,7 @@ delivery_attempts = Table(
     UniqueConstraint("delivery_id", "attempt_number", name="delivery_attempts_delivery_number_key"),
     one_of("outcome", ATTEMPT_OUTCOMES, "delivery_attempts_outcome_check"),
     one_of("error_class", ERROR_CLASSES, "delivery_attempts_error_class_check"),
+    CheckConstraint("send_number > 0", name="delivery_attempts_send_number_positive"),
 )
 
 signals = Table(

@@ -13,6 +13,7 @@ from tocsin.core.errors import InvalidDeliveryTransition
 from tocsin.core.models import Delivery
 from tocsin.core.vocabulary import TERMINAL_DELIVERY_STATUSES, is_legal_move
 from tocsin.db import Database, store
+from tocsin.db import queries as q
 
 SendKind = Literal["succeeded", "accepted", "temporary", "permanent", "bounced", "rejected", "suppressed", "unknown"]
 
@@ -58,25 +59,34 @@ async def move(
     *,
     now: datetime,
     suppression_reason: str | None = None,
-    **values: Any,
+    provider_message_id: str | None = None,
 ) -> Delivery:
     """One legal status move; `terminal_at` is stamped the first time the status becomes terminal."""
     check_move(delivery, to)
-    if to in TERMINAL_DELIVERY_STATUSES and delivery.terminal_at is None:
-        values["terminal_at"] = now
-    if suppression_reason is not None:
-        values["suppression_reason"] = suppression_reason
-    return await store.update_delivery(conn, delivery.id, now=now, status=to, **values)
+    return await store.move_delivery(
+        conn,
+        delivery.id,
+        status=to,
+        now=now,
+        terminal=to in TERMINAL_DELIVERY_STATUSES,
+        suppression_reason=suppression_reason,
+        provider_message_id=provider_message_id,
+    )
 
 
 async def begin_attempt(conn: AsyncConnection, delivery: Delivery, *, now: datetime) -> Delivery:
-    """`pending` or `failed` -> `dispatched`, counting one more send attempt."""
-    return await move(conn, delivery, "dispatched", now=now, attempt_count=delivery.attempt_count + 1)
+    """`pending` or `failed` -> `dispatched`: send number attempt_count + 1 begins."""
+    check_move(delivery, "dispatched")
+    return await store.fetch_one(conn, Delivery, q.BEGIN_SEND, delivery_id=delivery.id, now=now)
 
 
-async def apply_result(conn: AsyncConnection, delivery: Delivery, result: SendResult, *, now: datetime) -> Delivery:
+async def apply_result(
+    conn: AsyncConnection, delivery: Delivery, result: SendResult, *, now: datetime, send_number: int | None
+) -> Delivery:
     """Record the attempt row and, if the delivery is in flight, move its status.
 
+    `send_number` is the send this is the result of (None: provider feedback, or a rejection before any
+    send); dispatch later asks whether the current send has its result by that number, never by a clock.
     A result that arrives when the delivery is no longer `dispatched` (a late bounce after success, a
     duplicate of an attempt already recorded) is kept as evidence only: it never moves the status.
     """
@@ -87,28 +97,41 @@ async def apply_result(conn: AsyncConnection, delivery: Delivery, result: SendRe
         conn,
         delivery.id,
         now=now,
+        send_number=send_number,
         outcome=outcome,
         error_class=error_class,
         error=result.error,
         provider_message_id=result.provider_message_id,
         provider_response=result.provider_response,
     )
-    extra: dict[str, Any] = {}
-    if result.provider_message_id and not delivery.provider_message_id:
-        extra["provider_message_id"] = result.provider_message_id
+    fills_message_id = result.provider_message_id is not None and delivery.provider_message_id is None
     if delivery.status != "dispatched" or status is None:
-        return await store.update_delivery(conn, delivery.id, now=now, **extra) if extra else delivery
-    return await move(conn, delivery, status, now=now, suppression_reason=reason, **extra)
+        if not fills_message_id:
+            return delivery
+        return await store.fetch_one(
+            conn,
+            Delivery,
+            q.FILL_PROVIDER_MESSAGE_ID,
+            delivery_id=delivery.id,
+            provider_message_id=result.provider_message_id,
+            now=now,
+        )
+    return await move(
+        conn, delivery, status, now=now, suppression_reason=reason, provider_message_id=result.provider_message_id
+    )
 
 
 async def mark_dispatched(db: Database, delivery_id: uuid.UUID, *, now: datetime) -> Delivery:
+    """Begin the next send of a delivery, as dispatch does (without sending anything)."""
     async with db.transaction() as conn:
         return await begin_attempt(conn, await store.lock_delivery(conn, delivery_id), now=now)
 
 
 async def record_attempt(db: Database, delivery_id: uuid.UUID, result: SendResult, *, now: datetime) -> Delivery:
+    """Record `result` as the result of the delivery's current send, as dispatch does."""
     async with db.transaction() as conn:
-        return await apply_result(conn, await store.lock_delivery(conn, delivery_id), result, now=now)
+        delivery = await store.lock_delivery(conn, delivery_id)
+        return await apply_result(conn, delivery, result, now=now, send_number=delivery.attempt_count or None)
 
 
 async def suppress_delivery(db: Database, delivery_id: uuid.UUID, *, reason: str, now: datetime) -> Delivery:

@@ -13,6 +13,7 @@ from tocsin.channels import Channel, DeliveryError, OutboundMessage
 from tocsin.core.models import Delivery
 from tocsin.core.vocabulary import TERMINAL_DELIVERY_STATUSES
 from tocsin.db import Database, store
+from tocsin.db import queries as q
 from tocsin.engine.deliveries import SendKind, SendResult, apply_result, begin_attempt
 
 log = logging.getLogger("tocsin.dispatch")
@@ -54,6 +55,7 @@ async def dispatch_delivery(
                 return delivery
             delivery = await begin_attempt(conn, delivery, now=clock())
         run = await store.get_run(conn, delivery.run_id)
+    send_number = delivery.attempt_count
 
     message = OutboundMessage(
         delivery_id=delivery.id,
@@ -69,7 +71,7 @@ async def dispatch_delivery(
 
     async with db.transaction() as conn:
         delivery = await store.lock_delivery(conn, delivery_id)
-        delivery = await apply_result(conn, delivery, result, now=clock())
+        delivery = await apply_result(conn, delivery, result, now=clock(), send_number=send_number)
     log_attempt(delivery, result)
     return delivery
 
@@ -95,12 +97,14 @@ def log_attempt(delivery: Delivery, result: SendResult) -> None:
 
 
 async def result_recorded(conn: AsyncConnection, delivery: Delivery) -> bool:
-    """Whether the send that made this delivery `dispatched` already has its result row.
+    """Whether the send that made this delivery `dispatched` (send number `attempt_count`) has its result row.
 
-    Dispatching stamps `updated_at`; a result recorded afterwards is an attempt row at least as recent.
+    A fact in the rows, not a comparison of timestamps that different hosts' clocks wrote.
     """
-    latest = await store.latest_attempt(conn, delivery.id)
-    return latest is not None and latest.created_at >= delivery.updated_at
+    found: bool = await store.scalar(
+        conn, q.SEND_RESULT_RECORDED, delivery_id=delivery.id, send_number=delivery.attempt_count
+    )
+    return found
 
 
 async def _send(

@@ -46,7 +46,8 @@ async def record_delivery_outcome(
     )
     async with db.transaction() as conn:
         delivery, _ = await store.lock_delivery_and_run(conn, delivery_id, tenant_id=tenant_id)
-        settled = await apply_result(conn, delivery, result, now=now)
+        # Feedback reports on the message, not on one send: it belongs to no send number (attempt_count stays).
+        settled = await apply_result(conn, delivery, result, now=now, send_number=None)
         if delivery.status != "dispatched":
             await route_in(
                 conn,

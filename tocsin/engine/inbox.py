@@ -6,32 +6,27 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from tocsin.core.models import Delivery
 from tocsin.db import Database, store
-from tocsin.db import tables as t
+from tocsin.db import queries as q
 from tocsin.engine.signals import route_in
 
-D = t.deliveries
-IN_APP = "in_app"
 RECEIPT_SIGNALS = {"read_at": "notification.read", "seen_at": "notification.seen"}
 
 
 async def inbox(
-    conn: AsyncConnection, *, tenant_id: str, recipient: str, unread_only: bool = False, limit: int = 50
+    db: Database, *, tenant_id: str, recipient: str, unread_only: bool = False, limit: int = 50
 ) -> list[Delivery]:
     """The recipient's in-app notifications that were delivered, newest first."""
-    query = (
-        select(D)
-        .where(D.c.tenant_id == tenant_id, D.c.recipient == recipient, D.c.channel == IN_APP, D.c.status == "succeeded")
-        .order_by(D.c.created_at.desc(), D.c.id.desc())
-        .limit(limit)
-    )
-    if unread_only:
-        query = query.where(D.c.read_at.is_(None))
-    return await store.fetch_all(conn, Delivery, query)
+    async with db.transaction() as conn:
+        return await store.fetch_all(
+            conn,
+            Delivery,
+            q.INBOX_UNREAD if unread_only else q.INBOX,
+            tenant_id=tenant_id,
+            recipient=recipient,
+            limit=limit,
+        )
 
 
 async def stamp_receipt(
@@ -48,7 +43,7 @@ async def stamp_receipt(
         delivery, _ = await store.lock_delivery_and_run(conn, delivery_id, tenant_id=tenant_id)
         if getattr(delivery, receipt) is not None:
             return delivery, []
-        stamped = await store.update_delivery(conn, delivery.id, now=now, **{receipt: now})
+        stamped = await store.stamp_receipt(conn, delivery.id, receipt, now=now)
         stopped = await route_in(
             conn,
             delivery.tenant_id,

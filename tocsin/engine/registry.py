@@ -7,16 +7,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
-
 from tocsin.core.definitions import WorkflowDefinition, load_definition
 from tocsin.core.errors import DefinitionConflict
 from tocsin.core.models import DefinitionRecord
 from tocsin.db import Database, store
-from tocsin.db import tables as t
-
-W = t.workflow_definitions
+from tocsin.db import queries as q
 
 DefinitionSource = dict[str, Any] | WorkflowDefinition | str | os.PathLike[str]
 
@@ -28,20 +23,18 @@ async def register_definition(db: Database, source: DefinitionSource, *, now: da
     definition = load_definition(source)
     checksum = definition.checksum()
     async with db.transaction() as conn:
-        await conn.execute(
-            insert(W)
-            .values(
-                id=uuid.uuid4(),
-                key=definition.key,
-                version=definition.version,
-                spec=definition.model_dump(mode="json"),
-                checksum=checksum,
-                created_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=[W.c.key, W.c.version])
+        await store.execute(
+            conn,
+            q.INSERT_DEFINITION,
+            id=uuid.uuid4(),
+            key=definition.key,
+            version=definition.version,
+            spec=definition.model_dump(mode="json"),
+            checksum=checksum,
+            now=now,
         )
         stored = await store.fetch_one(
-            conn, DefinitionRecord, select(W).where(W.c.key == definition.key, W.c.version == definition.version)
+            conn, DefinitionRecord, q.DEFINITION_BY_KEY_VERSION, key=definition.key, version=definition.version
         )
         if stored.checksum != checksum:
             raise DefinitionConflict(
@@ -53,4 +46,4 @@ async def register_definition(db: Database, source: DefinitionSource, *, now: da
 
 async def list_definitions(db: Database) -> list[DefinitionRecord]:
     async with db.transaction() as conn:
-        return await store.fetch_all(conn, DefinitionRecord, select(W).order_by(W.c.key, W.c.version))
+        return await store.fetch_all(conn, DefinitionRecord, q.ALL_DEFINITIONS)

@@ -6,11 +6,9 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, tuple_
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tocsin.core.definitions import OnOutcomeRule, WaitUntilRule, WorkflowDefinition
@@ -19,16 +17,15 @@ from tocsin.core.models import Delivery, Progress, Run
 from tocsin.core.outcome import Branchable, outcome_of
 from tocsin.core.rules import Advance, Complete, EnterWait, Halt, Hold, decide
 from tocsin.db import Database, store
-from tocsin.db import tables as t
+from tocsin.db import queries as q
 from tocsin.engine.deliveries import move
 from tocsin.engine.planning import plan_next_step_delivery
 from tocsin.engine.signals import earliest_cancelling_signal, stop_by_signal
 
-R = t.workflow_runs
-D = t.deliveries
-W = t.workflow_definitions
+__all__ = ["cancel_run", "create_run", "mark_workflow_started", "progress_due_runs", "progress_run"]
 
-__all__ = ["cancel_run", "create_run", "progress_due_runs", "progress_run"]
+# The keyset start of a sweep: before every run.
+_BEFORE_ALL_RUNS = (datetime.min.replace(tzinfo=UTC), uuid.UUID(int=0))
 
 
 async def create_run(
@@ -55,38 +52,26 @@ async def create_run(
             return existing, False
         definition_id, definition = await _find_definition(db, conn, workflow_key, version)
         first = definition.first_step
-        run_id = uuid.uuid4()
         run = await store.fetch_first(
             conn,
             Run,
-            insert(R)
-            .values(
-                id=run_id,
-                tenant_id=tenant_id,
-                definition_id=definition_id,
-                workflow_key=definition.key,
-                workflow_version=definition.version,
-                recipient=recipient,
-                data=data or {},
-                idempotency_key=idempotency_key,
-                state="active",
-                current_step=first.key,
-                step_activation=1,
-                step_activated_at=now,
-                status_reason="workflow_started",
-                status_context={"source": "start_run"},
-                started_at=now,
-                last_transition_at=now,
-                created_at=now,
-                updated_at=now,
-            )
-            # A concurrent twin with the same key may win the race: then we return its run.
-            .on_conflict_do_nothing(index_elements=[R.c.tenant_id, R.c.idempotency_key])
-            .returning(*R.c),
+            q.INSERT_RUN,
+            id=uuid.uuid4(),
+            tenant_id=tenant_id,
+            definition_id=definition_id,
+            workflow_key=definition.key,
+            workflow_version=definition.version,
+            recipient=recipient,
+            data=data or {},
+            idempotency_key=idempotency_key,
+            current_step=first.key,
+            now=now,
         )
         if run is None:
+            # A twin with the same key committed first (ON CONFLICT waited for it): that run is the answer.
             twin = await _run_by_key(conn, tenant_id, idempotency_key)
-            assert twin is not None  # the conflicting row is committed: ON CONFLICT waited for it
+            if twin is None:
+                raise RuntimeError(f"run with idempotency key {idempotency_key!r} conflicts but is gone")
             return twin, False
         await store.append_transition(
             conn,
@@ -113,16 +98,16 @@ async def create_run(
 
 
 async def _run_by_key(conn: AsyncConnection, tenant_id: str, idempotency_key: str) -> Run | None:
-    query = select(R).where(R.c.tenant_id == tenant_id, R.c.idempotency_key == idempotency_key)
-    return await store.fetch_first(conn, Run, query)
+    return await store.fetch_first(conn, Run, q.RUN_BY_KEY, tenant_id=tenant_id, idempotency_key=idempotency_key)
 
 
 async def _find_definition(
     db: Database, conn: AsyncConnection, key: str, version: int | None
 ) -> tuple[uuid.UUID, WorkflowDefinition]:
-    query = select(W.c.id).where(W.c.key == key)
-    query = query.where(W.c.version == version) if version is not None else query.order_by(W.c.version.desc())
-    definition_id = await conn.scalar(query.limit(1))
+    if version is None:
+        definition_id = await store.scalar(conn, q.LATEST_DEFINITION_ID, key=key)
+    else:
+        definition_id = await store.scalar(conn, q.DEFINITION_ID_OF_VERSION, key=key, version=version)
     if definition_id is None:
         which = f"{key!r} version {version}" if version is not None else repr(key)
         raise DefinitionNotFound(f"no workflow definition {which} is registered")
@@ -146,26 +131,22 @@ async def progress_due_runs(
     own workflow timer is about to fire (the reconcile sweep only rescues lost timers).
     """
     results: list[Progress] = []
-    # Keyset paging past the last run taken: each run is visited at most once per sweep, at a constant cost.
-    after: tuple[datetime, uuid.UUID] | None = None
+    after = _BEFORE_ALL_RUNS
     while len(results) < limit:
         async with db.transaction() as conn:
-            query = (
-                select(R)
-                .where(R.c.state == "waiting", R.c.due_at <= now - overdue_by)
-                .order_by(R.c.due_at, R.c.id)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            )
-            if after is not None:
-                query = query.where(tuple_(R.c.due_at, R.c.id) > tuple_(*after))
-            run = await store.fetch_first(conn, Run, query)
-            if run is None:
+            params = {"due_by": now - overdue_by, "after_due_at": after[0], "after_id": after[1]}
+            row = (await conn.execute(q.NEXT_DUE_RUN, params)).mappings().first()
+            if row is None:
                 break
-            assert run.due_at is not None
-            after = (run.due_at, run.id)
-            results.append(await _progress_locked(db, conn, run, now=now))
+            after = (row["due_at"], row["id"])
+            results.append(await _progress_locked(db, conn, Run.of(row), now=now))
     return results
+
+
+async def mark_workflow_started(db: Database, run_id: uuid.UUID) -> None:
+    """Record that the run's Temporal workflow was started (the reconcile sweep starts the others)."""
+    async with db.transaction() as conn:
+        await store.execute(conn, q.MARK_WORKFLOW_STARTED, run_id=run_id)
 
 
 async def cancel_run(db: Database, run_id: uuid.UUID, *, tenant_id: str, reason: str, now: datetime) -> Run:
@@ -186,15 +167,7 @@ async def cancel_run(db: Database, run_id: uuid.UUID, *, tenant_id: str, reason:
             context={"reason": reason},
             terminal_reason=reason,
         )
-        open_deliveries = await store.fetch_all(
-            conn,
-            Delivery,
-            select(D)
-            .where(D.c.run_id == run.id, D.c.status.in_(("pending", "failed")))
-            .order_by(D.c.activation)
-            .with_for_update(),
-        )
-        for delivery in open_deliveries:
+        for delivery in await store.fetch_all(conn, Delivery, q.OPEN_DELIVERIES_FOR_UPDATE, run_id=run.id):
             await move(conn, delivery, "cancelled", now=now, suppression_reason="run_cancelled")
         return stopped
 
@@ -253,7 +226,6 @@ async def _progress_locked(db: Database, conn: AsyncConnection, run: Run, *, now
                 delivery_id=delivery.id,
             )
             return Progress(kind="completed", run=completed)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _terminal_context(rule_kind: str, branch: Branchable, delivery: Delivery) -> dict[str, Any]:
@@ -284,12 +256,12 @@ async def _enter_wait(
         "due_at": store.iso(due_at),
         "to_step": rule.to_step,
     }
-    waiting = await store.update_run(
+    waiting = await store.fetch_one(
         conn,
-        run.id,
+        Run,
+        q.ENTER_WAIT,
+        run_id=run.id,
         now=now,
-        state="waiting",
-        status_reason="waiting_for_step_progression",
         status_context=context,
         due_at=due_at,
         pending_signals=list(rule.cancel_signals),
@@ -396,17 +368,13 @@ async def _activate(
     now: datetime,
 ) -> Progress:
     """Move the cursor to `to_step` and plan that activation's delivery (SPEC 4.4, both cases)."""
-    advanced = await store.update_run(
+    advanced = await store.fetch_one(
         conn,
-        run.id,
+        Run,
+        q.ACTIVATE_STEP,
+        run_id=run.id,
         now=now,
-        state="active",
         current_step=to_step,
-        step_activation=run.step_activation + 1,
-        step_activated_at=now,
-        due_at=None,
-        pending_signals=[],
-        status_reason="progressed_on_delivery_outcome",
         status_context={
             "rule_kind": rule_kind,
             "workflow_outcome": workflow_outcome,

@@ -6,20 +6,16 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tocsin.core.errors import InvalidRequest
-from tocsin.core.models import Run, Signal
-from tocsin.core.vocabulary import UNFINISHED_RUN_STATES
+from tocsin.core.models import Run
 from tocsin.db import Database, store
-from tocsin.db import tables as t
-
-R = t.workflow_runs
-S = t.signals
+from tocsin.db import queries as q
+from tocsin.db.store import SignalRef
 
 
-async def stop_by_signal(conn: AsyncConnection, run: Run, signal: Signal, *, now: datetime) -> Run:
+async def stop_by_signal(conn: AsyncConnection, run: Run, signal: SignalRef, *, now: datetime) -> Run:
     """Stop a run (locked by the caller) because `signal` arrived."""
     return await store.finish_run(
         conn,
@@ -33,23 +29,23 @@ async def stop_by_signal(conn: AsyncConnection, run: Run, signal: Signal, *, now
     )
 
 
-async def earliest_cancelling_signal(conn: AsyncConnection, run: Run, names: tuple[str, ...]) -> Signal | None:
+async def earliest_cancelling_signal(conn: AsyncConnection, run: Run, names: tuple[str, ...]) -> SignalRef | None:
     """A signal that would cancel the wait and was recorded since the step was activated (SPEC 4.3)."""
     if not names:
         return None
-    query = (
-        select(S)
-        .where(
-            S.c.tenant_id == run.tenant_id,
-            S.c.recipient == run.recipient,
-            or_(S.c.run_id == run.id, S.c.run_id.is_(None)),
-            S.c.name.in_(names),
-            S.c.created_at >= run.step_activated_at,
+    row = (
+        await conn.execute(
+            q.EARLIEST_CANCELLING_SIGNAL,
+            {
+                "tenant_id": run.tenant_id,
+                "recipient": run.recipient,
+                "run_id": run.id,
+                "names": list(names),
+                "since": run.step_activated_at,
+            },
         )
-        .order_by(S.c.created_at, S.c.id)
-        .limit(1)
-    )
-    return await store.fetch_first(conn, Signal, query)
+    ).first()
+    return SignalRef(row.id, row.name) if row is not None else None
 
 
 async def route_signal(
@@ -90,31 +86,27 @@ async def route_in(
     run_id: uuid.UUID | None = None,
 ) -> list[uuid.UUID]:
     """`route_signal` inside the caller's transaction."""
-    signal = await store.fetch_one(
+    signal_id = uuid.uuid4()
+    await store.execute(
         conn,
-        Signal,
-        insert(S)
-        .values(
-            id=uuid.uuid4(),
-            tenant_id=tenant_id,
-            recipient=recipient,
-            run_id=run_id,
-            name=name,
-            data=data or {},
-            created_at=now,
+        q.INSERT_SIGNAL,
+        id=signal_id,
+        tenant_id=tenant_id,
+        recipient=recipient,
+        run_id=run_id,
+        name=name,
+        data=data or {},
+        now=now,
+    )
+    signal = SignalRef(signal_id, name)
+    if run_id is None:
+        runs = await store.fetch_all(conn, Run, q.RECIPIENT_RUNS_FOR_UPDATE, tenant_id=tenant_id, recipient=recipient)
+    else:
+        runs = await store.fetch_all(
+            conn, Run, q.TARGET_RUN_FOR_UPDATE, tenant_id=tenant_id, recipient=recipient, run_id=run_id
         )
-        .returning(*S.c),
-    )
-    query = (
-        select(R)
-        .where(R.c.tenant_id == tenant_id, R.c.recipient == recipient, R.c.state.in_(UNFINISHED_RUN_STATES))
-        .order_by(R.c.id)
-        .with_for_update()
-    )
-    if run_id is not None:
-        query = query.where(R.c.id == run_id)
     stopped: list[uuid.UUID] = []
-    for run in await store.fetch_all(conn, Run, query):
+    for run in runs:
         if run.state == "waiting" and name in run.pending_signals:
             await stop_by_signal(conn, run, signal, now=now)
             stopped.append(run.id)

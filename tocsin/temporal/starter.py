@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import update
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
@@ -13,7 +12,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from tocsin.core import contracts as c
 from tocsin.core.models import Run, workflow_id
 from tocsin.db import Database
-from tocsin.db import tables as t
+from tocsin.engine.runs import mark_workflow_started
 
 
 def search_attributes(run: Run) -> TypedSearchAttributes:
@@ -43,15 +42,6 @@ async def start_or_find(client: Client, run_id: uuid.UUID, *, task_queue: str, *
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         **options,
     )
-
-
-async def mark_workflow_started(db: Database, run_id: uuid.UUID) -> None:
-    async with db.transaction() as conn:
-        await conn.execute(
-            update(t.workflow_runs)
-            .where(t.workflow_runs.c.id == run_id, t.workflow_runs.c.workflow_started.is_(False))
-            .values(workflow_started=True)
-        )
 
 
 async def notify_journey(client: Client, run: Run, *, task_queue: str) -> None:

@@ -1,0 +1,330 @@
+"""Every SQL statement tocsin sends, built once at import (SQLAlchemy Core with named `bindparam`s).
+
+Nothing composes a statement per call: where a query varies (a tenant filter, a lock), each variant is its
+own constant below. Locks (`FOR UPDATE`, `SKIP LOCKED`) and conflict handling (`ON CONFLICT`) are written
+where the statement is. The lock order every decision takes: the run, then its delivery.
+`tocsin.db.store` runs these statements and turns their rows into models.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import BindParameter, Integer, Text, any_, bindparam, exists, func, or_, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import ARRAY, insert
+
+from tocsin.core.vocabulary import RUN_STATES, UNFINISHED_RUN_STATES
+from tocsin.db import tables as t
+
+R = t.workflow_runs
+D = t.deliveries
+A = t.delivery_attempts
+T = t.workflow_transitions
+S = t.signals
+W = t.workflow_definitions
+
+
+def _p(name: str) -> BindParameter[Any]:
+    """A named parameter; its type comes from the column it is compared with or assigned to."""
+    return bindparam(name)
+
+
+# --- the database handle ------------------------------------------------------------------------------------
+
+PING = text("SELECT 1")
+TAKE_MIGRATION_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+VERSION_TABLE_EXISTS = text("SELECT to_regclass('tocsin.alembic_version') IS NOT NULL")
+CURRENT_REVISION = text("SELECT version_num FROM tocsin.alembic_version")
+
+# --- definitions ---------------------------------------------------------------------------------------------
+
+DEFINITION_SPEC = select(W.c.spec).where(W.c.id == _p("definition_id"))
+DEFINITION_ID_OF_VERSION = select(W.c.id).where(W.c.key == _p("key"), W.c.version == _p("version"))
+LATEST_DEFINITION_ID = select(W.c.id).where(W.c.key == _p("key")).order_by(W.c.version.desc()).limit(1)
+INSERT_DEFINITION = (
+    insert(W)
+    .values(
+        id=_p("id"),
+        key=_p("key"),
+        version=_p("version"),
+        spec=_p("spec"),
+        checksum=_p("checksum"),
+        created_at=_p("now"),
+    )
+    # Definitions are immutable: the caller compares checksums with whatever row is there.
+    .on_conflict_do_nothing(index_elements=[W.c.key, W.c.version])
+)
+DEFINITION_BY_KEY_VERSION = select(W).where(W.c.key == _p("key"), W.c.version == _p("version"))
+ALL_DEFINITIONS = select(W).order_by(W.c.key, W.c.version)
+
+# --- runs ------------------------------------------------------------------------------------------------------
+
+RUN = select(R).where(R.c.id == _p("run_id"))
+RUN_OF_TENANT = RUN.where(R.c.tenant_id == _p("tenant_id"))
+RUN_FOR_UPDATE = RUN.with_for_update()
+RUN_OF_TENANT_FOR_UPDATE = RUN_OF_TENANT.with_for_update()
+RUN_BY_KEY = select(R).where(R.c.tenant_id == _p("tenant_id"), R.c.idempotency_key == _p("idempotency_key"))
+
+INSERT_RUN = (
+    insert(R)
+    .values(
+        id=_p("id"),
+        tenant_id=_p("tenant_id"),
+        definition_id=_p("definition_id"),
+        workflow_key=_p("workflow_key"),
+        workflow_version=_p("workflow_version"),
+        recipient=_p("recipient"),
+        data=_p("data"),
+        idempotency_key=_p("idempotency_key"),
+        state="active",
+        current_step=_p("current_step"),
+        step_activation=1,
+        step_activated_at=_p("now"),
+        status_reason="workflow_started",
+        status_context={"source": "start_run"},
+        started_at=_p("now"),
+        last_transition_at=_p("now"),
+        created_at=_p("now"),
+        updated_at=_p("now"),
+    )
+    # A concurrent twin with the same key may win the race: then no row comes back and the caller reads it.
+    .on_conflict_do_nothing(index_elements=[R.c.tenant_id, R.c.idempotency_key])
+    .returning(*R.c)
+)
+
+# One UPDATE per kind of decision on a locked run; each is also a transition, so last_transition_at moves.
+_MOVE_RUN = update(R).where(R.c.id == _p("run_id")).values(updated_at=_p("now"), last_transition_at=_p("now"))
+ENTER_WAIT = _MOVE_RUN.values(
+    state="waiting",
+    status_reason="waiting_for_step_progression",
+    status_context=_p("status_context"),
+    due_at=_p("due_at"),
+    pending_signals=_p("pending_signals"),
+).returning(*R.c)
+ACTIVATE_STEP = _MOVE_RUN.values(
+    state="active",
+    current_step=_p("current_step"),
+    step_activation=R.c.step_activation + 1,
+    step_activated_at=_p("now"),
+    due_at=None,
+    pending_signals=[],
+    status_reason="progressed_on_delivery_outcome",
+    status_context=_p("status_context"),
+).returning(*R.c)
+FINISH_RUN = _MOVE_RUN.values(
+    state=_p("state"),
+    status_reason=_p("status_reason"),
+    status_context=_p("status_context"),
+    terminal_reason=_p("terminal_reason"),
+    due_at=None,
+    pending_signals=[],
+).returning(*R.c)
+
+MARK_WORKFLOW_STARTED = (
+    update(R).where(R.c.id == _p("run_id"), R.c.workflow_started.is_(False)).values(workflow_started=True)
+)
+
+# The sweep takes one due run at a time, keyset-paged past (after_due_at, after_id): each run is visited at
+# most once per sweep at a constant cost, and a run another transaction holds is left to it.
+NEXT_DUE_RUN = (
+    select(R)
+    .where(
+        R.c.state == "waiting",
+        R.c.due_at <= _p("due_by"),
+        tuple_(R.c.due_at, R.c.id) > tuple_(_p("after_due_at"), _p("after_id")),
+    )
+    .order_by(R.c.due_at, R.c.id)
+    .limit(1)
+    .with_for_update(skip_locked=True)
+)
+
+# A signal locks every unfinished run of the recipient (or the one run it targets), in id order.
+RECIPIENT_RUNS_FOR_UPDATE = (
+    select(R)
+    .where(R.c.tenant_id == _p("tenant_id"), R.c.recipient == _p("recipient"), R.c.state.in_(UNFINISHED_RUN_STATES))
+    .order_by(R.c.id)
+    .with_for_update()
+)
+TARGET_RUN_FOR_UPDATE = RECIPIENT_RUNS_FOR_UPDATE.where(R.c.id == _p("run_id"))
+
+# Runs committed but never handed to Temporal (the process died between the two steps of start_run).
+UNSTARTED_RUNS = (
+    select(R)
+    .where(R.c.workflow_started.is_(False), R.c.state.in_(UNFINISHED_RUN_STATES), R.c.created_at <= _p("created_by"))
+    .order_by(R.c.created_at)
+    .limit(_p("limit"))
+)
+
+# The API's listing: newest first, keyset-paged before (before_created_at, before_id). A filter left out is
+# passed as NULL and matches every row, so one statement serves every combination.
+LIST_RUNS = (
+    select(R)
+    .where(
+        R.c.tenant_id == _p("tenant_id"),
+        R.c.state == any_(bindparam("states", type_=ARRAY(Text))),
+        R.c.recipient == func.coalesce(bindparam("recipient", type_=Text), R.c.recipient),
+        R.c.workflow_key == func.coalesce(bindparam("workflow_key", type_=Text), R.c.workflow_key),
+        tuple_(R.c.created_at, R.c.id) < tuple_(_p("before_created_at"), _p("before_id")),
+    )
+    .order_by(R.c.created_at.desc(), R.c.id.desc())
+    .limit(bindparam("limit", type_=Integer))
+)
+ALL_RUN_STATES = list(RUN_STATES)
+
+# --- transitions ------------------------------------------------------------------------------------------------
+
+# Numbered in the INSERT itself; the caller holds the run's lock, so max + 1 is safe.
+APPEND_TRANSITION = insert(T).values(
+    run_id=_p("run_id"),
+    seq=select(func.coalesce(func.max(T.c.seq), 0) + 1).where(T.c.run_id == _p("run_id")).scalar_subquery(),
+    step_key=_p("step_key"),
+    delivery_id=_p("delivery_id"),
+    from_state=_p("from_state"),
+    to_state=_p("to_state"),
+    reason=_p("reason"),
+    context=_p("context"),
+    created_at=_p("now"),
+)
+RUN_TRANSITIONS = select(T).where(T.c.run_id == _p("run_id")).order_by(T.c.seq)
+
+# --- deliveries -------------------------------------------------------------------------------------------------
+
+INSERT_DELIVERY = (
+    insert(D)
+    .values(
+        id=_p("id"),
+        run_id=_p("run_id"),
+        tenant_id=_p("tenant_id"),
+        step_key=_p("step_key"),
+        activation=_p("activation"),
+        channel=_p("channel"),
+        recipient=_p("recipient"),
+        status="pending",
+        content=_p("content"),
+        attempt_count=0,
+        created_at=_p("now"),
+        updated_at=_p("now"),
+    )
+    # One delivery per step activation: a retried or concurrent planner gets no row back and reads the winner's.
+    .on_conflict_do_nothing(index_elements=[D.c.run_id, D.c.activation])
+    .returning(*D.c)
+)
+DELIVERY_FOR_UPDATE = select(D).where(D.c.id == _p("delivery_id")).with_for_update()
+DELIVERY_RUN_ID_OF_TENANT = select(D.c.run_id).where(D.c.id == _p("delivery_id"), D.c.tenant_id == _p("tenant_id"))
+STEP_DELIVERY = select(D).where(D.c.run_id == _p("run_id"), D.c.activation == _p("activation"))
+STEP_DELIVERY_FOR_UPDATE = STEP_DELIVERY.with_for_update()
+OPEN_DELIVERIES_FOR_UPDATE = (
+    select(D)
+    .where(D.c.run_id == _p("run_id"), D.c.status.in_(("pending", "failed")))
+    .order_by(D.c.activation)
+    .with_for_update()
+)
+RUN_DELIVERIES = select(D).where(D.c.run_id == _p("run_id")).order_by(D.c.activation)
+
+# A status move on a locked delivery (the caller checked it is legal). NULL keeps a column as it is:
+# terminal_at is stamped once, provider_message_id is filled in once, suppression_reason set when given.
+MOVE_DELIVERY = (
+    update(D)
+    .where(D.c.id == _p("delivery_id"))
+    .values(
+        status=_p("status"),
+        suppression_reason=func.coalesce(bindparam("suppression_reason", type_=Text), D.c.suppression_reason),
+        terminal_at=func.coalesce(D.c.terminal_at, _p("terminal_at")),
+        provider_message_id=func.coalesce(D.c.provider_message_id, bindparam("provider_message_id", type_=Text)),
+        updated_at=_p("now"),
+    )
+    .returning(*D.c)
+)
+# `pending` or `failed` -> `dispatched`: one more send begins, and attempt_count counts it.
+BEGIN_SEND = (
+    update(D)
+    .where(D.c.id == _p("delivery_id"))
+    .values(status="dispatched", attempt_count=D.c.attempt_count + 1, updated_at=_p("now"))
+    .returning(*D.c)
+)
+FILL_PROVIDER_MESSAGE_ID = (
+    update(D)
+    .where(D.c.id == _p("delivery_id"), D.c.provider_message_id.is_(None))
+    .values(provider_message_id=_p("provider_message_id"), updated_at=_p("now"))
+    .returning(*D.c)
+)
+# In-app receipts, one statement per receipt; the caller stamps only a receipt not stamped yet.
+STAMP_READ = (
+    update(D).where(D.c.id == _p("delivery_id")).values(read_at=_p("now"), updated_at=_p("now")).returning(*D.c)
+)
+STAMP_SEEN = (
+    update(D).where(D.c.id == _p("delivery_id")).values(seen_at=_p("now"), updated_at=_p("now")).returning(*D.c)
+)
+
+INBOX = (
+    select(D)
+    .where(
+        D.c.tenant_id == _p("tenant_id"),
+        D.c.recipient == _p("recipient"),
+        D.c.channel == "in_app",
+        D.c.status == "succeeded",
+    )
+    .order_by(D.c.created_at.desc(), D.c.id.desc())
+    .limit(bindparam("limit", type_=Integer))
+)
+INBOX_UNREAD = INBOX.where(D.c.read_at.is_(None))
+
+# --- attempts ---------------------------------------------------------------------------------------------------
+
+# attempt_number numbers every row of a delivery (send results and provider feedback alike), in the INSERT
+# itself; the caller holds the delivery's lock, so max + 1 is safe. send_number says which send the row is
+# the result of (NULL: provider feedback, or a rejection before any send).
+INSERT_ATTEMPT = insert(A).values(
+    delivery_id=_p("delivery_id"),
+    attempt_number=select(func.coalesce(func.max(A.c.attempt_number), 0) + 1)
+    .where(A.c.delivery_id == _p("delivery_id"))
+    .scalar_subquery(),
+    send_number=_p("send_number"),
+    outcome=_p("outcome"),
+    error_class=_p("error_class"),
+    error=_p("error"),
+    provider_message_id=_p("provider_message_id"),
+    provider_response=_p("provider_response"),
+    created_at=_p("now"),
+)
+# What outcome_of reads: the latest row's outcome and error class.
+LATEST_ATTEMPT = (
+    select(A.c.outcome, A.c.error_class)
+    .where(A.c.delivery_id == _p("delivery_id"))
+    .order_by(A.c.attempt_number.desc())
+    .limit(1)
+)
+SEND_RESULT_RECORDED = select(
+    exists().where(A.c.delivery_id == _p("delivery_id"), A.c.send_number == _p("send_number"))
+)
+RUN_ATTEMPTS = (
+    select(A)
+    .join(D, D.c.id == A.c.delivery_id)
+    .where(D.c.run_id == _p("run_id"))
+    .order_by(D.c.activation, A.c.attempt_number)
+)
+
+# --- signals ----------------------------------------------------------------------------------------------------
+
+INSERT_SIGNAL = insert(S).values(
+    id=_p("id"),
+    tenant_id=_p("tenant_id"),
+    recipient=_p("recipient"),
+    run_id=_p("run_id"),
+    name=_p("name"),
+    data=_p("data"),
+    created_at=_p("now"),
+)
+# A signal that would cancel a wait and was recorded since the step was activated (SPEC 4.3).
+EARLIEST_CANCELLING_SIGNAL = (
+    select(S.c.id, S.c.name)
+    .where(
+        S.c.tenant_id == _p("tenant_id"),
+        S.c.recipient == _p("recipient"),
+        or_(S.c.run_id == _p("run_id"), S.c.run_id.is_(None)),
+        S.c.name == any_(bindparam("names", type_=ARRAY(Text))),
+        S.c.created_at >= _p("since"),
+    )
+    .order_by(S.c.created_at, S.c.id)
+    .limit(1)
+)
