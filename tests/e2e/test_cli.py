@@ -252,6 +252,30 @@ def test_runs_show_prints_the_audit_trail(cli: Cli, fresh_db_url: str) -> None:
     assert [a["outcome"] for a in detail["attempts"]] == ["succeeded"]
 
 
+def test_runs_list_and_show_fit_80_columns_with_every_id_state_and_reason_whole(cli: Cli, fresh_db_url: str) -> None:
+    waiting = waiting_run(fresh_db_url, now=host_now(), recipient="user:ada.lovelace@analytical-engines.example")
+    active = on_db(fresh_db_url, lambda db: start(db, ESCALATION, now=host_now()))
+    narrow = Cli(fresh_db_url, settings={"COLUMNS": "80"})
+
+    listed = narrow("runs", "list", "--tenant", TENANT).stdout
+    shown = narrow("runs", "show", str(waiting.id), "--tenant", TENANT).stdout
+
+    for screen in (listed, shown):
+        assert max(len(line) for line in screen.splitlines()) <= 80, screen
+    tokens = [set(line.split()) for line in listed.splitlines()]
+    for run in (waiting, active):
+        assert any({str(run.id), run.state} <= words for words in tokens), listed
+        assert any(run.status_reason in words for words in tokens), listed
+    detail = cli.json("runs", "show", str(waiting.id), "--tenant", TENANT)
+    words = set(shown.split())
+    assert {str(waiting.id), "waiting", waiting.status_reason} <= words
+    assert {t["reason"] for t in detail["transitions"]} <= words
+    assert {d["id"] for d in detail["deliveries"]} | {d["status"] for d in detail["deliveries"]} <= words
+    # With room, the same commands print the wide tables (COLUMNS=200 here).
+    assert "┃ id " in cli("runs", "list", "--tenant", TENANT).stdout
+    assert "┃ id " in cli("runs", "show", str(waiting.id), "--tenant", TENANT).stdout
+
+
 def test_runs_show_for_another_tenant_is_not_found(cli: Cli, fresh_db_url: str) -> None:
     run = waiting_run(fresh_db_url, now=host_now())
 

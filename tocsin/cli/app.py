@@ -36,7 +36,7 @@ from typer.core import TyperGroup
 
 from tocsin import engine
 from tocsin.cli.errors import EnvironmentFault, lowercase_first, os_cause, temporal_unreachable
-from tocsin.cli.render import as_json, definitions_table, run_timeline, runs_table
+from tocsin.cli.render import as_json, definitions_table, run_timeline, runs_view
 from tocsin.client import Tocsin, utcnow
 from tocsin.core.definitions import load_definition
 from tocsin.core.errors import ConfigurationError, DefinitionError, InvalidRequest, TocsinError
@@ -249,8 +249,10 @@ def check_database_url(value: str | None) -> str | None:
     return value
 
 
-def show(renderable: RenderableType) -> None:
-    Console().print(renderable)
+def show(render: Callable[[int], RenderableType]) -> None:
+    """Print what `render` makes for the terminal's width (COLUMNS, else the terminal's, else 80)."""
+    console = Console()
+    console.print(render(console.width))
 
 
 # --- options shared by several commands ----------------------------------------------------------------
@@ -368,7 +370,7 @@ async def definitions_list(json_output: JsonOutput = False, database_url: Databa
     if json_output:
         typer.echo(as_json(records))
     else:
-        show(definitions_table(records))
+        show(lambda _: definitions_table(records))
 
 
 @command(runs_app, "start")
@@ -406,7 +408,7 @@ async def runs_start(
     if json_output:
         typer.echo(as_json(run))
     else:
-        show(runs_table([run]))
+        show(lambda width: runs_view([run], width))
         typer.echo(f"idempotency key: {key}")
 
 
@@ -421,7 +423,7 @@ async def runs_show(
     if json_output:
         typer.echo(as_json(detail))
     else:
-        show(run_timeline(detail))
+        show(lambda width: run_timeline(detail, width))
 
 
 @command(runs_app, "list")
@@ -445,7 +447,7 @@ async def runs_list(
     if json_output:
         typer.echo(as_json(page))
         return
-    show(runs_table(page.runs))
+    show(lambda width: runs_view(page.runs, width))
     if page.next_cursor:
         typer.echo(f"next page: --cursor {page.next_cursor}")
 

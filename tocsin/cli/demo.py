@@ -121,5 +121,7 @@ async def play(tocsin: Tocsin, stack: DevStack, console: Console, wait_seconds: 
     for who, detail in details.items():
         console.rule(f"audit trail: {who}")
         link = stack.run_url(detail.run.id)
-        console.print(Group(run_timeline(detail), f"Web UI: {link}" if link else f"run id: {detail.run.id}"))
+        console.print(
+            Group(run_timeline(detail, console.width), f"Web UI: {link}" if link else f"run id: {detail.run.id}")
+        )
     return details

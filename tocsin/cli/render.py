@@ -2,19 +2,25 @@
 
 Every value from the database goes through `Text`, never through markup: a recipient or an error
 message containing `[bold]` must be shown as it is.
+
+Runs, transitions and deliveries have two layouts: a table when it fits the terminal's width without
+cutting a value, else a compact list of a few lines per row, where ids, states and reasons (what a user
+copies into the next command) always stand whole on a line of their own.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
+from rich.measure import Measurement
+from rich.padding import Padding
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -30,6 +36,7 @@ STATUS_STYLES = {
     "suppressed": "magenta",
     "cancelled": "red",
 }
+UNBOUNDED = 100_000
 # The context keys that explain a transition at a glance, with their short labels; the rest is in --json.
 FACTS = (
     ("workflow_outcome", "outcome"),
@@ -41,16 +48,32 @@ FACTS = (
 )
 
 
-def run_timeline(detail: RunDetail) -> RenderableType:
+def run_timeline(detail: RunDetail, width: int) -> RenderableType:
     """A run explained from its rows: the run, its transitions in `seq` order, its deliveries and attempts."""
+    transitions = sorted(detail.transitions, key=lambda tr: tr.seq)
+    deliveries = sorted(detail.deliveries, key=lambda d: d.activation)
+    attempts = _attempts_by_delivery(detail.attempts)
     return Group(
         _run_panel(detail.run),
-        _transitions_table(detail.transitions),
-        _deliveries_table(detail.deliveries, detail.attempts),
+        _fitting(width, _transitions_table(transitions), lambda: _transitions_compact(transitions)),
+        _fitting(width, _deliveries_table(deliveries, attempts), lambda: _deliveries_compact(deliveries, attempts)),
     )
 
 
-def runs_table(runs: list[Run]) -> Table:
+def runs_view(runs: list[Run], width: int) -> RenderableType:
+    return _fitting(width, _runs_table(runs), lambda: _runs_compact(runs))
+
+
+def _fitting(width: int, table: Table, compact: Callable[[], RenderableType]) -> RenderableType:
+    """`table` if its natural width fits `width` (nothing wrapped or cut), else the compact layout."""
+    # Measured with room to spare: a measurement is capped at the console's width.
+    console = Console(width=UNBOUNDED)
+    if Measurement.get(console, console.options, table).maximum <= width:
+        return table
+    return compact()
+
+
+def _runs_table(runs: list[Run]) -> Table:
     table = Table(title="runs", title_justify="left")
     table.add_column("id", no_wrap=True, min_width=36)  # whole, to be copied into `tocsin runs show`
     for column in ("workflow", "recipient", "state", "step", "status reason", "due at (UTC)"):
@@ -66,6 +89,17 @@ def runs_table(runs: list[Run]) -> Table:
             _text(_moment(run.due_at)),
         )
     return table
+
+
+def _runs_compact(runs: list[Run]) -> RenderableType:
+    """Per run: `id  state  step`, then its reason and due time, then its journey and recipient."""
+    lines: list[RenderableType] = [Text("runs (times in UTC)", style="italic")]
+    for run in runs:
+        lines.append(Text.assemble(str(run.id), "  ", _state(run.state), f"  step {run.current_step}"))
+        due = f" · due {_moment(run.due_at)}" if run.due_at is not None else ""
+        lines.append(_indented(Text(f"{run.status_reason}{due}")))
+        lines.append(_indented(Text(f"{_workflow(run)} for {run.recipient}", style="dim")))
+    return Group(*lines)
 
 
 def definitions_table(records: Iterable[DefinitionRecord]) -> Table:
@@ -116,52 +150,102 @@ def _transitions_table(transitions: list[Transition]) -> Table:
     table.add_column("reason", no_wrap=True)
     for column in ("state", "step", "context"):
         table.add_column(column)
-    for row in sorted(transitions, key=lambda tr: tr.seq):
+    for row in transitions:
         table.add_row(
             _text(row.seq),
             _text(_moment(row.created_at)),
             _text(row.reason),
-            _text(f"{row.from_state or '∅'} → {row.to_state}"),
+            _text(_states(row)),
             _text(row.step_key),
             _text(_facts(row.context)),
         )
     return table
 
 
-def _deliveries_table(deliveries: list[Delivery], attempts: list[Attempt]) -> Table:
-    by_delivery: dict[uuid.UUID, list[Attempt]] = {}
-    for attempt in attempts:
-        by_delivery.setdefault(attempt.delivery_id, []).append(attempt)
+def _transitions_compact(transitions: list[Transition]) -> RenderableType:
+    """Per transition: `seq  time  reason`, then the state change, the step and the context's facts."""
+    lines: list[RenderableType] = [Text("transitions (UTC)", style="italic")]
+    for row in transitions:
+        lines.append(Text(f"{row.seq:>3}  {_moment(row.created_at)}  {row.reason}"))
+        details = [_states(row), f"step {row.step_key}" if row.step_key else None, _facts(row.context)]
+        lines.append(_indented(Text(" · ".join(d for d in details if d)), by=5))
+    return Group(*lines)
+
+
+def _deliveries_table(deliveries: list[Delivery], attempts: Mapping[uuid.UUID, list[Attempt]]) -> Table:
     table = Table(title="deliveries", title_justify="left")
-    for column in ("#", "step", "channel", "status", "suppression", "attempts", "terminal at (UTC)", "read at (UTC)"):
+    table.add_column("#")
+    table.add_column("id", no_wrap=True, min_width=36)  # whole, to be copied into `tocsin deliveries feedback`
+    for column in ("step", "channel", "status", "suppression", "attempts", "terminal at (UTC)", "read at (UTC)"):
         table.add_column(column)
-    for delivery in sorted(deliveries, key=lambda d: d.activation):
+    for delivery in deliveries:
         table.add_row(
             _text(delivery.activation),
+            _text(delivery.id),
             _text(delivery.step_key),
             _text(delivery.channel),
-            Text(delivery.status, style=STATUS_STYLES.get(delivery.status, "")),
+            _status(delivery),
             _text(delivery.suppression_reason),
-            _attempts(by_delivery.get(delivery.id, [])),
+            _text("\n".join(_attempt_lines(attempts.get(delivery.id, []))) or None),
             _text(_moment(delivery.terminal_at)),
             _text(_moment(delivery.read_at)),
         )
     return table
 
 
-def _attempts(attempts: list[Attempt]) -> Text:
-    """One line per attempt: `1 failed (temporary): smtp 451`."""
-    if not attempts:
-        return _text(None)
-    lines = []
+def _deliveries_compact(deliveries: list[Delivery], attempts: Mapping[uuid.UUID, list[Attempt]]) -> RenderableType:
+    """Per delivery: `#activation step via channel: status (suppression)`, its id, its times, its attempts."""
+    lines: list[RenderableType] = [Text("deliveries (UTC)", style="italic")]
+    for delivery in deliveries:
+        why = f" ({delivery.suppression_reason})" if delivery.suppression_reason else ""
+        lines.append(
+            Text.assemble(
+                f"#{delivery.activation} {delivery.step_key} via {delivery.channel}: ", _status(delivery), why
+            )
+        )
+        lines.append(_indented(Text(f"id {delivery.id}")))
+        moments = [
+            f"{label} {_moment(moment)}"
+            for label, moment in (("terminal", delivery.terminal_at), ("read", delivery.read_at))
+            if moment is not None
+        ]
+        if moments:
+            lines.append(_indented(Text(" · ".join(moments), style="dim")))
+        lines.extend(_indented(Text(f"attempt {line}")) for line in _attempt_lines(attempts.get(delivery.id, [])))
+    return Group(*lines)
+
+
+def _attempts_by_delivery(attempts: list[Attempt]) -> dict[uuid.UUID, list[Attempt]]:
+    by_delivery: dict[uuid.UUID, list[Attempt]] = {}
     for attempt in sorted(attempts, key=lambda a: a.attempt_number):
+        by_delivery.setdefault(attempt.delivery_id, []).append(attempt)
+    return by_delivery
+
+
+def _attempt_lines(attempts: list[Attempt]) -> list[str]:
+    """One line per attempt: `1 failed (temporary): smtp 451`."""
+    lines = []
+    for attempt in attempts:
         line = f"{attempt.attempt_number} {attempt.outcome}"
         if attempt.error_class:
             line += f" ({attempt.error_class})"
         if attempt.error:
             line += f": {attempt.error}"
         lines.append(line)
-    return Text("\n".join(lines))
+    return lines
+
+
+def _states(row: Transition) -> str:
+    return f"{row.from_state or '∅'} → {row.to_state}"
+
+
+def _status(delivery: Delivery) -> Text:
+    return Text(delivery.status, style=STATUS_STYLES.get(delivery.status, ""))
+
+
+def _indented(text: Text, by: int = 4) -> Padding:
+    """Continuation lines of a compact row; a long value wraps under itself, not under the row's id."""
+    return Padding(text, (0, 0, 0, by), expand=False)
 
 
 def _facts(context: Mapping[str, Any]) -> str | None:
