@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 from journey_harness import Harness
-from journeys import ESCALATION, snapshot
+from journeys import ESCALATION, deliveries, snapshot, start
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RetryConfig
+from temporalio.testing import WorkflowEnvironment
 
+from tocsin import Tocsin
+from tocsin.cli.binaries import wheel_binary
 from tocsin.core.errors import DeliveryNotFound, InvalidRequest, RunNotFound
+from tocsin.db import Database
+from tocsin.engine import reads
+from tocsin.engine.runs import mark_workflow_started
 
 
 async def waiting_mention(harness: Harness, key: str = "k1", recipient: str = "user:42") -> uuid.UUID:
@@ -92,3 +102,47 @@ async def test_list_runs_pages_newest_first(harness: Harness) -> None:
     assert [r.id for r in first.runs + second.runs] == list(reversed(ids))
     assert second.next_cursor is None
     assert [r.id for r in (await t.list_runs(tenant_id="acme", recipient="user:1")).runs] == [ids[1]]
+
+
+async def test_a_cancel_committed_while_temporal_is_unreachable_is_a_success(db: Database) -> None:
+    run = await start(db, ESCALATION, now=datetime.now(UTC))
+    await mark_workflow_started(db, run.id)  # its workflow was started, on a server that then went away
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter, test_server_existing_path=wheel_binary("temporal-test-server")
+    )
+    # Few retries, so that each call to the vanished server fails at once with UNAVAILABLE.
+    client = await Client.connect(
+        env.client.service_client.config.target_host,
+        data_converter=pydantic_data_converter,
+        retry_config=RetryConfig(max_retries=1, initial_interval_millis=10, max_elapsed_time_millis=100),
+    )
+    await env.shutdown()
+
+    async with Tocsin(db, client) as tocsin:
+        cancelled = await tocsin.cancel_run(run.id, tenant_id="acme", reason="unsubscribed")
+
+    assert (cancelled.state, cancelled.status_reason, cancelled.terminal_reason) == (
+        "stopped",
+        "stopped_by_request",
+        "unsubscribed",
+    )
+    detail = await reads.get_run(db, run.id, tenant_id="acme")
+    assert detail.run == cancelled
+    assert [t.reason for t in detail.transitions][-1] == "workflow_cancelled"
+    assert [(d["status"], d["suppression_reason"]) for d in await deliveries(db, run.id)] == [
+        ("cancelled", "run_cancelled")
+    ]
+
+
+async def test_tocsin_is_an_async_context_manager_that_closes_only_what_it_opened(
+    harness: Harness, fresh_db_url: str
+) -> None:
+    async with Tocsin(harness.db, harness.env.client) as given:
+        await given.register_definition(ESCALATION)
+    # The database it was given is still open.
+    assert [d.key for d in await harness.tocsin.list_definitions()] == ["mention_escalation"]
+
+    async with await Tocsin.connect(database_url=fresh_db_url, temporal_client=harness.env.client) as opened:
+        assert [d.key for d in await opened.list_definitions()] == ["mention_escalation"]
+        pool = opened.db.engine.pool
+    assert opened.db.engine.pool is not pool  # the pool it opened was disposed (a disposed engine gets a new one)
