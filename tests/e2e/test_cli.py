@@ -8,8 +8,10 @@ async fixtures run in pytest-asyncio's session loop before the body starts; rows
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -29,6 +31,7 @@ from typer.main import get_command
 from typer.testing import CliRunner, Result
 
 from tocsin.cli.app import app
+from tocsin.cli.devstack import CONNECTION_FILE, DEFAULT_ROOT, DevConnection, advertised
 from tocsin.core.definitions import load_definition
 from tocsin.core.errors import DefinitionError
 from tocsin.core.models import Run
@@ -91,6 +94,12 @@ class Cli:
         (line,) = result.stderr.splitlines()
         assert line.startswith("error: ")
         return line
+
+
+@pytest.fixture(autouse=True)
+def in_a_folder_of_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands look for a running `tocsin dev` in ./.tocsin: never the one a developer runs in the checkout."""
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture
@@ -612,6 +621,46 @@ def test_a_group_alone_prints_its_help(cli: Cli) -> None:
 
     assert "Usage: tocsin runs" in result.stdout
     assert result.stderr == ""
+
+
+def beside_a_dev_stack(
+    database_url: str, temporal_address: str, pid: int
+) -> contextlib.AbstractContextManager[Path | None]:
+    """The connection file a `tocsin dev` running in this folder, as process `pid`, keeps in ./.tocsin."""
+    DEFAULT_ROOT.mkdir()
+    connection = DevConnection(
+        database_url=database_url, temporal_address=temporal_address, namespace="default", task_queue="tocsin", pid=pid
+    )
+    return advertised(DEFAULT_ROOT, connection)
+
+
+def test_commands_beside_a_running_dev_stack_use_it_and_say_so(fresh_db_url: str) -> None:
+    temporal = f"127.0.0.1:{closed_port()}"
+    start_args = ("runs", "start", "--workflow", "w", "--tenant", TENANT, "--recipient", RECIPIENT)
+    with beside_a_dev_stack(fresh_db_url, temporal, os.getpid()):
+        listed = Cli(None)("runs", "list", "--tenant", TENANT, "--json")
+        started = Cli(None)(*start_args, code=1)
+        explicit = Cli(f"postgresql://tocsin@127.0.0.1:{closed_port()}/tocsin").error("due", code=1)
+
+    assert json.loads(listed.stdout)["runs"] == []
+    assert listed.stderr == "using the running `tocsin dev` for the database (.tocsin/connection.json)\n"
+    assert started.stderr.splitlines() == [
+        "using the running `tocsin dev` for the database and Temporal (.tocsin/connection.json)",
+        f"error: cannot reach Temporal at {temporal} (connection refused)",
+    ]
+    # A database URL in the environment wins, and `due` needs no Temporal: nothing comes from the stack.
+    assert explicit.startswith("error: cannot reach the database at ")
+    assert not (DEFAULT_ROOT / CONNECTION_FILE).exists()  # removed when the stack stops
+
+
+def test_the_connection_file_of_a_dev_stack_that_was_killed_is_ignored(fresh_db_url: str) -> None:
+    finished = subprocess.Popen(["true"])  # a process that has exited: no process has its pid
+    finished.wait()
+
+    with beside_a_dev_stack(fresh_db_url, "127.0.0.1:7233", finished.pid):
+        line = Cli(None).error("runs", "list", "--tenant", TENANT, code=1)
+
+    assert line == "error: TOCSIN_DATABASE_URL is not set (or run `tocsin dev` for a local stack)"
 
 
 def test_the_database_url_option_overrides_the_environment(fresh_db_url: str) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
+import shlex
 import signal
 import socket
 import sys
@@ -21,26 +23,27 @@ TOCSIN = str(Path(sys.executable).parent / "tocsin")
 ONE_STEP = {"key": "hello", "version": 1, "steps": [{"key": "note", "channel": "in_app", "content": {"title": "hi"}}]}
 
 
-def stack_env() -> dict[str, str]:
+def stack_env(columns: int = 300) -> dict[str, str]:
     """The user's environment with no database or Temporal configured: the embedded stack starts."""
     env = {k: v for k, v in os.environ.items() if k not in ("TOCSIN_DATABASE_URL", "TEMPORAL_ADDRESS")}
-    return env | {"COLUMNS": "300", "NO_COLOR": "1"}
+    return env | {"COLUMNS": str(columns), "NO_COLOR": "1"}
 
 
-async def run_cli(*args: str, within: float = 120) -> tuple[int, str]:
+async def run_cli(*args: str, within: float = 120, cwd: Path | None = None) -> tuple[int, str, str]:
+    """Exit code, stdout and stderr of `tocsin *args`."""
     process = await asyncio.create_subprocess_exec(
-        TOCSIN, *args, env=stack_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        TOCSIN, *args, env=stack_env(), cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
-    out, _ = await asyncio.wait_for(process.communicate(), within)
-    return process.returncode or 0, out.decode()
+    out, err = await asyncio.wait_for(process.communicate(), within)
+    return process.returncode or 0, out.decode(), err.decode()
 
 
 @pytest.fixture
 async def dev(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, list[str], Path]]:
-    root = tmp_path / "stack"
+    """`tocsin dev` started in `tmp_path` (its data in the default ./.tocsin) in an 80-column terminal."""
     process = await asyncio.create_subprocess_exec(
-        TOCSIN, "dev", "--root", str(root), "--temporal-port", str(free_port()), "--ui-port", str(free_port()),
-        env=stack_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        TOCSIN, "dev", "--temporal-port", str(free_port()), "--ui-port", str(free_port()),
+        env=stack_env(columns=80), cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     lines: list[str] = []
 
@@ -51,7 +54,7 @@ async def dev(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process,
 
     reader = asyncio.create_task(read())
     try:
-        yield process, lines, root
+        yield process, lines, tmp_path
     finally:
         if process.returncode is None:
             process.kill()
@@ -62,14 +65,22 @@ async def dev(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process,
 async def test_tocsin_dev_runs_a_journey_and_stops_cleanly_on_ctrl_c(
     dev: tuple[asyncio.subprocess.Process, list[str], Path],
 ) -> None:
-    process, lines, root = dev
+    process, lines, folder = dev
+    root = folder / ".tocsin"
 
-    async def exported() -> re.Match[str] | None:
-        return re.search(r"export TOCSIN_DATABASE_URL='([^']+)' TEMPORAL_ADDRESS=(\S+)", "".join(lines))
+    async def exported() -> list[str] | None:
+        return [line for line in lines if line.startswith("export ")] or None
 
-    found = await eventually(exported, within=90, what="`tocsin dev` to print its addresses")
-    database_url, temporal_address = found.group(1), found.group(2)
+    (export,) = await eventually(exported, within=90, what="`tocsin dev` to print its addresses")
+    # One line, wider than the terminal: copied as it is into a shell, it gives the same settings.
+    assert len(export.rstrip("\n")) > 80
+    env = dict(token.split("=", 1) for token in shlex.split(export.removeprefix("export ")))
+    database_url, temporal_address = env["TOCSIN_DATABASE_URL"], env["TEMPORAL_ADDRESS"]
     assert "Web UI" in "".join(lines)
+    # Commands started in the same folder find the stack by themselves.
+    code, out, err = await run_cli("runs", "list", "--tenant", "acme", "--json", cwd=folder)
+    assert (code, json.loads(out)["runs"]) == (0, []), err
+    assert err == "using the running `tocsin dev` for the database (.tocsin/connection.json)\n"
 
     async with await Tocsin.connect(database_url=database_url, temporal_address=temporal_address) as tocsin:
         await tocsin.register_definition(ONE_STEP)
@@ -82,10 +93,20 @@ async def test_tocsin_dev_runs_a_journey_and_stops_cleanly_on_ctrl_c(
 
         await eventually(completed, within=60, what="the journey to complete under `tocsin dev`")
 
+        code, out, err = await run_cli("runs", "show", str(run.id), "--tenant", "acme", "--json", cwd=folder)
+        assert (code, json.loads(out)["run"]["state"]) == (0, "completed"), err
+        signal_args = ("signal", "--tenant", "acme", "--recipient", "user:1", "--name", "notification.read")
+        code, out, err = await run_cli(*signal_args, cwd=folder)
+        assert (code, out) == (0, "signal notification.read recorded; no waiting run listens for it\n"), err
+        assert err == "using the running `tocsin dev` for the database and Temporal (.tocsin/connection.json)\n"
+
     process.send_signal(signal.SIGINT)
     assert await asyncio.wait_for(process.wait(), 60) == 0
     assert not (root / "pgdata" / "postmaster.pid").exists()  # the embedded Postgres was stopped
     assert (root / "temporal.db").exists()  # Temporal's data is kept for the next run
+    assert not (root / "connection.json").exists()  # a stopped stack is no longer offered to other commands
+    code, _, err = await run_cli("runs", "list", "--tenant", "acme", cwd=folder)
+    assert (code, err) == (1, "error: TOCSIN_DATABASE_URL is not set (or run `tocsin dev` for a local stack)\n")
 
 
 async def test_tocsin_dev_with_its_port_taken_says_so_in_one_line(tmp_path: Path) -> None:
@@ -93,16 +114,16 @@ async def test_tocsin_dev_with_its_port_taken_says_so_in_one_line(tmp_path: Path
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        code, out = await run_cli("dev", "--root", str(tmp_path / "stack"), "--temporal-port", str(port))
+        code, _, err = await run_cli("dev", "--root", str(tmp_path / "stack"), "--temporal-port", str(port))
     assert code == 1  # the environment's fault: nothing in the command is wrong
-    assert out.splitlines()[-1] == (
+    assert err.splitlines()[-1] == (
         f"error: port {port} (Temporal) is in use: is another `tocsin dev` running? Stop it or pass --temporal-port"
     )
-    assert "Traceback" not in out
+    assert "Traceback" not in err
 
 
 async def test_tocsin_demo_finishes_both_journeys(tmp_path: Path) -> None:
-    code, out = await run_cli(
+    code, out, _ = await run_cli(
         "demo", "--wait", "4", "--root", str(tmp_path / "stack"),
         "--temporal-port", str(free_port()), "--ui-port", str(free_port()),
     )  # fmt: skip

@@ -35,6 +35,7 @@ from temporalio.service import RPCError
 from typer.core import TyperGroup
 
 from tocsin import engine
+from tocsin.cli.devstack import CONNECTION_FILE, DEFAULT_ROOT, run_dev, running_connection
 from tocsin.cli.errors import EnvironmentFault, lowercase_first, os_cause, temporal_unreachable
 from tocsin.cli.render import as_json, definitions_table, run_timeline, runs_view
 from tocsin.client import Tocsin, utcnow
@@ -158,15 +159,44 @@ def command(
 # --- settings and connections --------------------------------------------------------------------------
 
 
-def load_settings(database_url: str | None = None, temporal_address: str | None = None) -> Settings:
-    """Settings from the environment, overridden by the command line's --database-url / --temporal-address."""
+def environment_settings() -> Settings:
+    """The environment's settings alone: what `tocsin dev` and `tocsin demo` start their stack from."""
     try:
-        settings = Settings()
+        return Settings()
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigurationError(f"invalid configuration: {problems}") from exc
+
+
+def load_settings(
+    database_url: str | None = None, temporal_address: str | None = None, *, uses_temporal: bool = True
+) -> Settings:
+    """Settings from the environment, overridden by the command line's --database-url / --temporal-address;
+    what neither sets (of what the command uses) comes from a `tocsin dev` running with its data in
+    ./.tocsin, said on stderr."""
     overrides = {"database_url": database_url, "temporal_address": temporal_address}
-    return settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    settings = environment_settings().model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    wants_temporal = uses_temporal and not settings.temporal_address
+    if settings.database_url and not wants_temporal:
+        return settings
+    running = running_connection(DEFAULT_ROOT)
+    if running is None:
+        return settings
+    update: dict[str, object] = {}
+    if not settings.database_url:
+        update["database_url"] = running.database_url
+    if wants_temporal:
+        update["temporal_address"] = running.temporal_address
+        # The namespace and task queue belong to that server's worker, unless the environment names them.
+        if "temporal_namespace" not in settings.model_fields_set:
+            update["temporal_namespace"] = running.namespace
+        if "task_queue" not in settings.model_fields_set:
+            update["task_queue"] = running.task_queue
+    parts = [
+        part for field, part in (("database_url", "the database"), ("temporal_address", "Temporal")) if field in update
+    ]
+    typer.echo(f"using the running `tocsin dev` for {' and '.join(parts)} ({DEFAULT_ROOT / CONNECTION_FILE})", err=True)
+    return settings.model_copy(update=update)
 
 
 async def open_database(settings: Settings) -> Database:
@@ -278,7 +308,6 @@ Data = Annotated[str | None, typer.Option("--data", help="A JSON object.", show_
 Root = Annotated[Path, typer.Option("--root", help="Where the embedded Postgres and Temporal keep their data.")]
 TemporalPort = Annotated[int, typer.Option("--temporal-port", help="Port of the Temporal dev server.")]
 UiPort = Annotated[int, typer.Option("--ui-port", help="Port of the Temporal Web UI.")]
-DEFAULT_ROOT = Path(".tocsin")
 
 
 # --- commands ----------------------------------------------------------------------------------------
@@ -287,7 +316,7 @@ DEFAULT_ROOT = Path(".tocsin")
 @command(app)
 async def migrate(database_url: DatabaseUrl = None) -> None:
     """Create or upgrade tocsin's schema in Postgres. Idempotent; safe from several hosts at once."""
-    async with await open_database(load_settings(database_url)) as db:
+    async with await open_database(load_settings(database_url, uses_temporal=False)) as db:
         await db.migrate()
         revision = await db.current_revision()
     typer.echo(f"database schema at revision {revision}")
@@ -325,9 +354,7 @@ async def dev(root: Root = DEFAULT_ROOT, temporal_port: TemporalPort = 7233, ui_
 
     TOCSIN_DATABASE_URL or TEMPORAL_ADDRESS, when set, are used instead of the embedded servers.
     """
-    from tocsin.cli.devstack import run_dev  # imported on use: only the local commands need the dev stack
-
-    await run_dev(load_settings(), root=root, temporal_port=temporal_port, ui_port=ui_port)
+    await run_dev(environment_settings(), root=root, temporal_port=temporal_port, ui_port=ui_port)
 
 
 @command(app)
@@ -342,7 +369,12 @@ async def demo(
     from tocsin.cli.demo import run_demo  # imported on use: only the local commands need the dev stack
 
     await run_demo(
-        load_settings(), root=root, temporal_port=temporal_port, ui_port=ui_port, wait_seconds=wait, keep=keep
+        environment_settings(),
+        root=root,
+        temporal_port=temporal_port,
+        ui_port=ui_port,
+        wait_seconds=wait,
+        keep=keep,
     )
 
 
@@ -354,7 +386,7 @@ async def definitions_register(
 ) -> None:
     """Validate a journey definition and store it. The same content again changes nothing."""
     definition = load_definition(file)  # before connecting: an invalid file needs no database
-    async with await open_database(load_settings(database_url)) as db:
+    async with await open_database(load_settings(database_url, uses_temporal=False)) as db:
         record = await register_definition(db, definition, now=utcnow())
     if json_output:
         typer.echo(as_json(record))
@@ -365,7 +397,7 @@ async def definitions_register(
 @command(definitions_app, "list")
 async def definitions_list(json_output: JsonOutput = False, database_url: DatabaseUrl = None) -> None:
     """List the registered journey definitions."""
-    async with await open_database(load_settings(database_url)) as db:
+    async with await open_database(load_settings(database_url, uses_temporal=False)) as db:
         records = await list_definitions(db)
     if json_output:
         typer.echo(as_json(records))
@@ -418,7 +450,7 @@ async def runs_show(
 ) -> None:
     """Show a run with its audit trail, its deliveries and their attempts."""
     run_id = parse_id(run)
-    async with await open_database(load_settings(database_url)) as db:
+    async with await open_database(load_settings(database_url, uses_temporal=False)) as db:
         detail = await get_run(db, run_id, tenant_id=tenant)
     if json_output:
         typer.echo(as_json(detail))
@@ -440,7 +472,7 @@ async def runs_list(
     database_url: DatabaseUrl = None,
 ) -> None:
     """List a tenant's runs, newest first, a page at a time."""
-    async with await open_database(load_settings(database_url)) as db:
+    async with await open_database(load_settings(database_url, uses_temporal=False)) as db:
         page = await list_runs(
             db, tenant_id=tenant, state=state, recipient=recipient, workflow_key=workflow, limit=limit, cursor=cursor
         )
@@ -546,7 +578,7 @@ async def due(
 
     It works on Postgres alone and does not wake the runs' workflows.
     """
-    async with await open_database(load_settings(database_url)) as db:
+    async with await open_database(load_settings(database_url, uses_temporal=False)) as db:
         progressed = await engine.progress_due_runs(db, now=utcnow(), limit=limit)
     if json_output:
         typer.echo(as_json(progressed))

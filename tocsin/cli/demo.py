@@ -89,12 +89,10 @@ async def run_demo(
             tocsin = Tocsin(stack.db, stack.client, task_queue=settings.task_queue)
             details = await play(tocsin, stack, console, wait_seconds)
             if keep:
-                console.print(
-                    "The stack keeps running with its worker. In another shell:\n"
-                    f"  export TOCSIN_DATABASE_URL='{stack.database_url}' TEMPORAL_ADDRESS={stack.temporal_address}\n"
-                    f"  tocsin runs show {details['ada'].run.id} --tenant demo\n"
-                    "Press Ctrl-C to stop."
-                )
+                console.print("The stack keeps running with its worker. In another shell:")
+                console.print(stack.export_line(), soft_wrap=True)
+                console.print(f"tocsin runs show {details['ada'].run.id} --tenant demo", soft_wrap=True)
+                console.print("Press Ctrl-C to stop.")
                 await until_signalled()
     console.print(f"demo finished: {', '.join(f'{w} {d.run.state}' for w, d in details.items())}")
 

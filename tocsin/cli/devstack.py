@@ -1,24 +1,29 @@
 """The local dev stack: embedded Postgres + Temporal dev server (with Web UI) + a worker, from wheels only.
 
 Data lives under `./.tocsin/` and is kept between runs. With TOCSIN_DATABASE_URL or TEMPORAL_ADDRESS set,
-that part of the stack is used as it is instead of being started here.
+that part of the stack is used as it is instead of being started here. While it runs, `tocsin dev` keeps
+its connection settings in `<root>/connection.json`, which the other commands started beside it read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shlex
 import socket
 import subprocess
 import uuid
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.panel import Panel
+from rich.text import Text
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 
@@ -31,6 +36,8 @@ from tocsin.temporal.connect import connect_temporal, search_attribute_flags
 
 DATABASE = "tocsin"
 STARTUP_SECONDS = 60.0
+DEFAULT_ROOT = Path(".tocsin")
+CONNECTION_FILE = "connection.json"
 
 
 class DevStackError(EnvironmentFault):
@@ -46,11 +53,59 @@ class DevStack:
     namespace: str
     ui_url: str | None
 
+    def export_line(self) -> Text:
+        """The shell line that points another shell at this stack, to print with `soft_wrap=True`: whole on
+        one line however narrow the terminal, since it is meant to be copied."""
+        return Text(
+            f"export TOCSIN_DATABASE_URL={shlex.quote(self.database_url)} "
+            f"TEMPORAL_ADDRESS={shlex.quote(self.temporal_address)}"
+        )
+
     def run_url(self, run_id: uuid.UUID) -> str | None:
         """The Web UI page of a run's workflow."""
         if self.ui_url is None:
             return None
         return f"{self.ui_url}/namespaces/{self.namespace}/workflows/{workflow_id(run_id)}"
+
+
+class DevConnection(BaseModel):
+    """What a running `tocsin dev` tells the commands started beside it: where its servers are."""
+
+    database_url: str
+    temporal_address: str
+    namespace: str
+    task_queue: str
+    pid: int
+
+
+@contextlib.contextmanager
+def advertised(root: Path, connection: DevConnection) -> Iterator[Path | None]:
+    """`root/connection.json` while the block runs, readable by its owner only (a database URL may hold a
+    password), removed when the stack stops. Yields the folder whose commands read it: the current one
+    when `root` is its `.tocsin`, else none (they look for `./.tocsin` only)."""
+    path = root / CONNECTION_FILE
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as file:
+        file.write(connection.model_dump_json(indent=2))
+    try:
+        yield Path.cwd() if root.resolve() == DEFAULT_ROOT.resolve() else None
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def running_connection(root: Path) -> DevConnection | None:
+    """The connection of the `tocsin dev` running with data in `root`, if one is: a file left by a stack
+    that was killed (its process is gone) or that cannot be read is no connection."""
+    try:
+        connection = DevConnection.model_validate_json((root / CONNECTION_FILE).read_bytes())
+    except (OSError, ValidationError):
+        return None
+    try:
+        os.kill(connection.pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, run by another user
+        pass
+    return connection
 
 
 def ensure_port_free(port: int, what: str, option: str) -> None:
@@ -201,11 +256,20 @@ async def run_dev(settings: Settings, *, root: Path, temporal_port: int, ui_port
         worker = build_worker(
             stack.client, stack.db, task_queue=settings.task_queue, channels=channels_from_settings(settings)
         )
-        console.print(describe(stack))
-        console.print(
-            f"export TOCSIN_DATABASE_URL='{stack.database_url}' TEMPORAL_ADDRESS={stack.temporal_address}\n"
-            "Worker running on task queue "
-            f"[bold]{settings.task_queue}[/]. Press Ctrl-C to stop everything."
+        connection = DevConnection(
+            database_url=stack.database_url,
+            temporal_address=stack.temporal_address,
+            namespace=stack.namespace,
+            task_queue=settings.task_queue,
+            pid=os.getpid(),
         )
-        await run_until_signalled(worker)
+        with advertised(root, connection) as beside:
+            console.print(describe(stack))
+            console.print(stack.export_line(), soft_wrap=True)
+            if beside is not None:
+                console.print(f"Other tocsin commands started in {beside} use this stack without the export.")
+            console.print(
+                f"Worker running on task queue [bold]{settings.task_queue}[/]. Press Ctrl-C to stop everything."
+            )
+            await run_until_signalled(worker)
     console.print("stopped.")
