@@ -202,14 +202,15 @@ def _one_line(exc: yaml.YAMLError) -> str:
 
 
 def _parse_yaml(text: str) -> object:
-    loader = _LimitedLoader(text)
     try:
-        return loader.get_single_data()
+        loader = _LimitedLoader(text)  # the reader refuses control characters already
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except _Refused as exc:
         raise InvalidDocument(str(exc)) from exc
     except yaml.YAMLError as exc:
         raise InvalidDocument(f"not valid YAML: {_one_line(exc)}") from exc
     except ValueError as exc:  # a constructor's own check, such as a date with no such day
         raise InvalidDocument(f"not valid YAML: {printable(str(exc))}") from exc
-    finally:
-        loader.dispose()
