@@ -162,10 +162,8 @@ def _read_document(path: Path) -> Mapping[str, Any]:
     def invalid(cause: str) -> DefinitionError:
         return DefinitionError([Problem("", "invalid_document", f"{printable(str(path))}: {cause}")])
 
-    if path.suffix.lower() not in (".json", ".yaml", ".yml"):
-        raise invalid("a definition file must end in .json, .yaml or .yml")
     try:
-        document = read_document(path)
+        document = read_document(path)  # the format named by the suffix
     except InvalidDocument as exc:
         raise invalid(str(exc)) from exc
     if not isinstance(document, Mapping):
@@ -321,11 +319,9 @@ class _Checker:
             return raw
         self.unexpected(raw, _STEP_FIELDS, location)
         key = raw.get("key")
-        if not self.identifier(key, f"{location}.key", "blank_step_key", "a step's key"):
-            pass
-        elif key in seen:
-            self.add(f"{location}.key", "duplicate_step_key", f"another step already has the key {key!r}")
-        else:
+        if self.identifier(key, f"{location}.key", "blank_step_key", "a step's key"):
+            if key in seen:
+                self.add(f"{location}.key", "duplicate_step_key", f"another step already has the key {key!r}")
             seen.add(key)
         self.identifier(raw.get("channel"), f"{location}.channel", "blank_channel", "a step's channel")
         content = raw.get("content", {})
