@@ -27,6 +27,7 @@ from tocsin.core.definitions import (
     parse_duration,
 )
 from tocsin.core.errors import DefinitionError, ProblemCode
+from tocsin.core.limits import INT4_MAX, MAX_DURATION_SECONDS
 
 SPEC_EXAMPLE = """
 key: mention_escalation
@@ -127,6 +128,13 @@ CASES: list[tuple[str, Edit, str, str]] = [
     ("step key blank", put((*A, "key"), " "), "blank_step_key", "steps[0].key"),
     ("step key missing", drop((*A, "key")), "blank_step_key", "steps[0].key"),
     ("step key not a string", put((*A, "key"), 7), "blank_step_key", "steps[0].key"),
+    ("step key with a NUL", put((*A, "key"), "a\x00"), "invalid_text", "steps[0].key"),
+    (
+        "content with a lone surrogate",
+        put((*A, "content", "title"), "Hi \udc80"),
+        "invalid_text",
+        "steps[0].content.title",
+    ),
     ("step not a mapping", push(("steps",), "c"), "blank_step_key", "steps[2]"),
     (
         "step key twice",
@@ -612,7 +620,7 @@ small = st.integers(min_value=0, max_value=10_000)
 def test_parse_duration_round_trip(days: int, hours: int, minutes: int, seconds: int) -> None:
     total = days * 86400 + hours * 3600 + minutes * 60 + seconds
     text = f"P{days}DT{hours}H{minutes}M{seconds}S"
-    if total == 0:
+    if not 0 < total <= MAX_DURATION_SECONDS:
         with pytest.raises(ValueError):
             parse_duration(text)
     else:
@@ -676,7 +684,11 @@ def raw_definitions(draw: st.DrawFn) -> dict[str, Any]:
                 "maximum_interval_seconds": draw(st.integers(min_value=initial, max_value=86400)),
             }
         steps.append(step)
-    raw: dict[str, Any] = {"key": "generated", "version": draw(st.integers(min_value=1)), "steps": steps}
+    raw: dict[str, Any] = {
+        "key": "generated",
+        "version": draw(st.integers(min_value=1, max_value=INT4_MAX)),
+        "steps": steps,
+    }
     if draw(st.booleans()):
         raw["max_step_activations"] = draw(st.integers(min_value=1, max_value=1000))
     return raw
