@@ -76,7 +76,8 @@ async def test_tocsin_dev_runs_a_journey_and_stops_cleanly_on_ctrl_c(
     assert len(export.rstrip("\n")) > 80
     env = dict(token.split("=", 1) for token in shlex.split(export.removeprefix("export ")))
     database_url, temporal_address = env["TOCSIN_DATABASE_URL"], env["TEMPORAL_ADDRESS"]
-    assert "Web UI" in "".join(lines)
+    assert any(line.split() == ["Postgres", database_url] for line in lines), lines  # whole, not boxed
+    assert any(line.split()[:2] == ["Web", "UI"] for line in lines), lines
     # Commands started in the same folder find the stack by themselves.
     code, out, err = await run_cli("runs", "list", "--tenant", "acme", "--json", cwd=folder)
     assert (code, json.loads(out)["runs"]) == (0, []), err

@@ -81,7 +81,7 @@ async def run_demo(
 
     console = Console()
     async with dev_stack(settings, root=root, temporal_port=temporal_port, ui_port=ui_port) as stack:
-        console.print(describe(stack))
+        console.print(describe(stack), soft_wrap=True)
         worker = build_worker(
             stack.client, stack.db, task_queue=settings.task_queue, channels=channels_from_settings(settings)
         )

@@ -22,7 +22,6 @@ from pathlib import Path
 import asyncpg
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
-from rich.panel import Panel
 from rich.text import Text
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
@@ -229,14 +228,16 @@ async def dev_stack(settings: Settings, *, root: Path, temporal_port: int, ui_po
         yield DevStack(db, client, database_url, address, settings.temporal_namespace, ui_url)
 
 
-def describe(stack: DevStack) -> Panel:
-    lines = [
-        f"[bold]Postgres[/]      {stack.database_url}",
-        f"[bold]Temporal[/]      {stack.temporal_address} (namespace {stack.namespace})",
-    ]
+def describe(stack: DevStack) -> Text:
+    """Where the stack's servers are, one line each: print with `soft_wrap=True`, so that a long URL is
+    folded by the terminal (and copied whole), never broken into lines or boxed by Rich."""
+    rows = [("Postgres", stack.database_url), ("Temporal", f"{stack.temporal_address} (namespace {stack.namespace})")]
     if stack.ui_url:
-        lines.append(f"[bold]Web UI[/]        {stack.ui_url}")
-    return Panel("\n".join(lines), title="tocsin dev stack", expand=False)
+        rows.append(("Web UI", stack.ui_url))
+    text = Text("tocsin dev stack", style="bold")
+    for label, value in rows:
+        text.append(f"\n  {label:<10}", style="bold").append(value)
+    return text
 
 
 async def run_dev(settings: Settings, *, root: Path, temporal_port: int, ui_port: int) -> None:
@@ -264,7 +265,7 @@ async def run_dev(settings: Settings, *, root: Path, temporal_port: int, ui_port
             pid=os.getpid(),
         )
         with advertised(root, connection) as beside:
-            console.print(describe(stack))
+            console.print(describe(stack), soft_wrap=True)
             console.print(stack.export_line(), soft_wrap=True)
             if beside is not None:
                 console.print(f"Other tocsin commands started in {beside} use this stack without the export.")
