@@ -116,6 +116,7 @@ async def test_create_run_writes_the_run_its_first_transitions_and_its_first_del
         "provider_message_id": None,
         "read_at": None,
         "seen_at": None,
+        "archived_at": None,
         "created_at": t0,
         "updated_at": t0,
     }

@@ -58,6 +58,7 @@ def fake(status: str) -> Delivery:
         seen_at=None,
         created_at=moment,
         updated_at=moment,
+        archived_at=None,
     )
 
 

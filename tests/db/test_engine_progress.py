@@ -194,6 +194,7 @@ async def test_a_due_wait_advances_once_and_plans_exactly_one_next_delivery(db: 
         "provider_message_id": None,
         "read_at": None,
         "seen_at": None,
+        "archived_at": None,
         "created_at": woke,
         "updated_at": woke,
     }

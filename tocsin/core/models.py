@@ -93,6 +93,7 @@ class Delivery(Row):
     seen_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    archived_at: datetime | None
 
 
 class Attempt(Row):

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import BindParameter, Integer, Text, any_, bindparam, exists, func, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 
-from tocsin.core.vocabulary import RUN_STATES, UNFINISHED_RUN_STATES
+from tocsin.core.vocabulary import UNFINISHED_RUN_STATES
 from tocsin.db import tables as t
 
 R = t.workflow_runs
@@ -169,7 +169,6 @@ LIST_RUNS = (
     .order_by(R.c.created_at.desc(), R.c.id.desc())
     .limit(bindparam("limit", type_=Integer))
 )
-ALL_RUN_STATES = list(RUN_STATES)
 
 # --- transitions ------------------------------------------------------------------------------------------------
 

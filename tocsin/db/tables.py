@@ -109,6 +109,7 @@ deliveries = Table(
     Column("status", Text, nullable=False),
     Column("suppression_reason", Text, nullable=True),
     Column("content", JSONB, nullable=False),
+    # Sends begun: +1 on every move to `dispatched`; provider feedback never changes it.
     Column("attempt_count", Integer, nullable=False, server_default=text("0")),
     tz("terminal_at", nullable=True),
     Column("provider_message_id", Text, nullable=True),
