@@ -123,6 +123,20 @@ async def test_tocsin_dev_with_its_port_taken_says_so_in_one_line(tmp_path: Path
     assert "Traceback" not in err
 
 
+async def test_tocsin_dev_with_a_broken_temporal_database_says_why_in_one_line(tmp_path: Path) -> None:
+    root = tmp_path / "stack"
+    root.mkdir()
+    (root / "temporal.db").write_text("not a database")
+    ports = ("--temporal-port", str(free_port()), "--ui-port", str(free_port()))
+
+    code, out, err = await run_cli("dev", "--root", str(root), *ports)
+
+    assert code == 1, out + err
+    (line,) = err.splitlines()
+    assert line.startswith(f"error: the Temporal dev server exited with code 1 ({root / 'temporal.log'}): ")
+    assert line.endswith("file is not a database (26)")  # the server's own last word, from its log
+
+
 async def test_tocsin_demo_finishes_both_journeys(tmp_path: Path) -> None:
     code, out, _ = await run_cli(
         "demo", "--wait", "4", "--root", str(tmp_path / "stack"),

@@ -190,8 +190,9 @@ async def wait_until_up(address: str, namespace: str, process: asyncio.subproces
     deadline = asyncio.get_running_loop().time() + STARTUP_SECONDS
     while True:
         if process.returncode is not None:
-            tail = (await asyncio.to_thread(log_path.read_text, errors="replace"))[-800:]
-            raise DevStackError(f"the Temporal dev server exited with code {process.returncode}:\n{tail}")
+            log = await asyncio.to_thread(log_path.read_text, errors="replace")
+            last = next((line.strip() for line in reversed(log.splitlines()) if line.strip()), "no output")
+            raise DevStackError(f"the Temporal dev server exited with code {process.returncode} ({log_path}): {last}")
         try:
             client = await connect_temporal(address, namespace=namespace)
             await client.workflow_service.get_system_info(GetSystemInfoRequest())
