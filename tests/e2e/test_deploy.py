@@ -13,12 +13,14 @@ import subprocess
 import sys
 import tarfile
 import tomllib
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from docker.utils.build import exclude_paths, tar
+from jsonschema import Draft202012Validator
 from packaging.specifiers import SpecifierSet
 from sqlalchemy.engine import make_url
 from typer.main import get_command
@@ -184,11 +186,10 @@ def test_the_tocsin_environment_is_valid_settings_that_point_at_the_stack(
 
 
 def test_everyone_uses_the_same_namespace(services: dict[str, dict[str, Any]]) -> None:
+    # temporal-setup creates the namespace the workers use, and the Web UI opens on it.
     namespace = interpolate(environment(services["worker"]))["TEMPORAL_NAMESPACE"]
-    assert interpolate(environment(services["temporal"]))["DEFAULT_NAMESPACE"] == namespace
     assert interpolate(environment(services["temporal-setup"]))["TEMPORAL_NAMESPACE"] == namespace
     assert interpolate(environment(services["temporal-ui"]))["TEMPORAL_DEFAULT_NAMESPACE"] == namespace
-    assert f"--namespace {namespace}" in interpolate(services["temporal"]["healthcheck"]["test"])[-1]
 
 
 def test_each_service_waits_until_what_it_needs_is_ready(services: dict[str, dict[str, Any]]) -> None:
@@ -226,8 +227,9 @@ def test_health_checks_probe_what_tocsin_uses(services: dict[str, dict[str, Any]
     url = make_url(interpolate(environment(services["worker"]))["TOCSIN_DATABASE_URL"])
     postgres = " ".join(services["postgres"]["healthcheck"]["test"])
     assert f"-U {url.username}" in postgres and f"-d {url.database}" in postgres
+    # Temporal is healthy once its frontend port, the one tocsin dials, accepts connections.
     address = interpolate(environment(services["worker"]))["TEMPORAL_ADDRESS"]
-    assert f"--address {address}" in " ".join(services["temporal"]["healthcheck"]["test"])
+    assert services["temporal"]["healthcheck"]["test"][-1] == address.rpartition(":")[2]
     # The image's health check probes a worker's metrics endpoint, which a one-shot job never serves.
     for name, service in services.items():
         if "build" in service and service.get("restart") == "no":
@@ -242,6 +244,7 @@ def test_workers_can_be_scaled_and_restart(services: dict[str, dict[str, Any]]) 
     assert int(interpolate(worker["deploy"]["replicas"])) >= 1
     assert services["migrate"]["restart"] == "no"
     assert services["temporal-setup"]["restart"] == "no"
+    assert services["temporal-schema"]["restart"] == "no"
 
 
 def test_mounted_files_exist(services: dict[str, dict[str, Any]]) -> None:
@@ -254,11 +257,14 @@ def test_mounted_files_exist(services: dict[str, dict[str, Any]]) -> None:
 
 def test_temporal_uses_its_own_databases_made_by_the_init_script(services: dict[str, dict[str, Any]]) -> None:
     temporal = interpolate(environment(services["temporal"]))
+    schema = interpolate(environment(services["temporal-schema"]))
     postgres = interpolate(environment(services["postgres"]))
     assert temporal["DB"] == "postgres12"
-    assert temporal["POSTGRES_SEEDS"] == "postgres"
-    assert temporal["POSTGRES_PWD"] == postgres["TEMPORAL_DB_PASSWORD"]
-    assert temporal["SKIP_DB_CREATE"] == "true"
+    assert temporal["POSTGRES_SEEDS"] == schema["POSTGRES_SEEDS"] == "postgres"
+    assert temporal["POSTGRES_PWD"] == schema["SQL_PASSWORD"] == postgres["TEMPORAL_DB_PASSWORD"]
+    # The schema job prepares exactly the databases the server then uses.
+    for key in ("POSTGRES_USER", "DBNAME", "VISIBILITY_DBNAME", "DB_PORT"):
+        assert temporal[key] == schema[key], key
     script = (ROOT / "deploy/postgres/10-temporal.sh").read_text()
     assert f"CREATE ROLE {temporal['POSTGRES_USER']} LOGIN" in script
     for database in (temporal["DBNAME"], temporal["VISIBILITY_DBNAME"]):
@@ -294,6 +300,52 @@ def test_the_setup_job_registers_exactly_tocsins_search_attributes(services: dic
     assert registered == expected
     assert "temporal operator search-attribute create" in script
     subprocess.run(["sh", "-n", str(ROOT / source)], check=True)
+
+
+def test_the_schema_job_sets_up_and_upgrades_both_temporal_databases(services: dict[str, dict[str, Any]]) -> None:
+    job = services["temporal-schema"]
+    [mount] = job["volumes"]
+    source, target = mount.split(":")[:2]
+    assert job["entrypoint"] == ["/bin/sh", target]
+    script = (ROOT / source).read_text()
+    assert "temporal-sql-tool --plugin postgres12" in script
+    assert "setup-schema -v 0.0" in script and "update-schema -d" in script
+    for schema in ("temporal", "visibility"):
+        assert f':{schema}"' in script, schema
+    assert depends_on(services["temporal"]) == {"temporal-schema": "service_completed_successfully"}
+    subprocess.run(["sh", "-n", str(ROOT / source)], check=True)
+
+
+def test_the_stack_runs_on_images_temporal_maintains_at_recorded_tags(services: dict[str, dict[str, Any]]) -> None:
+    record = json.loads((ROOT / "deploy/images.json").read_text())
+    used: set[str] = set()
+    for name, service in services.items():
+        if "build" in service:
+            continue  # tocsin's own image
+        image, _, tag = interpolate(service["image"]).rpartition(":")
+        assert tag in record["images"].get(image, []), f"{name}: {image}:{tag} is not in deploy/images.json"
+        used.add(image)
+    # auto-setup is no longer built by Temporal; the record lists nothing the stack does not use.
+    assert "temporalio/auto-setup" not in used
+    assert used == set(record["images"])
+
+
+def test_the_compose_file_follows_the_compose_specification(compose: dict[str, Any]) -> None:
+    # The Compose Specification's JSON schema, as check-jsonschema vendors it: `docker compose config`'s
+    # structural check without a Docker engine.
+    schema = json.loads(
+        resources.files("check_jsonschema.builtin_schemas.vendor").joinpath("compose-spec.json").read_text()
+    )
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in Draft202012Validator(schema).iter_errors(compose)]
+    assert errors == []
+
+
+def test_the_specification_check_catches_a_broken_service(compose: dict[str, Any]) -> None:
+    schema = json.loads(
+        resources.files("check_jsonschema.builtin_schemas.vendor").joinpath("compose-spec.json").read_text()
+    )
+    broken = {**compose, "services": {**compose["services"], "worker": {**compose["services"]["worker"], "restart": 3}}}
+    assert list(Draft202012Validator(schema).iter_errors(broken))
 
 
 # --- Dockerfile and .dockerignore -------------------------------------------------------------------------
