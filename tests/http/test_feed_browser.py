@@ -18,6 +18,9 @@ from tocsin.db import Database
 from tocsin.db import tables as t
 from tocsin.engine.runs import progress_run
 
+# The browser's behaviour does not depend on the Postgres server: CI runs this once.
+pytestmark = pytest.mark.slow
+
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
