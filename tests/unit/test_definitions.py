@@ -314,6 +314,8 @@ CASES: list[tuple[str, Edit, str, str]] = [
         "invalid_step_limit",
         "max_step_activations",
     ),
+    ("required a string", put((*A, "required"), "yes"), "invalid_required", "steps[0].required"),
+    ("required a number", put((*B, "required"), 1), "invalid_required", "steps[1].required"),
 ]
 
 
@@ -470,6 +472,32 @@ def test_canonical_json_is_compact_sorted_and_unescaped() -> None:
     assert "Grüß" in text
     assert text.startswith('{"key":"journey","max_step_activations":50,"steps":[')
     assert json.loads(text)["version"] == 1
+
+
+# valid()'s checksum from before steps had `required`: a definition without it must keep it (a changed checksum
+# would make every registered definition a new version to the registry).
+VALID_CHECKSUM = "6de0b307887b38092a809b03467a30fbe498379209976fb05ce9e7e0294c90ca"
+
+
+def test_a_definition_without_required_normalizes_and_checksums_as_before() -> None:
+    definition = WorkflowDefinition.parse(valid())
+    assert definition.checksum() == VALID_CHECKSUM
+    assert "required" not in definition.canonical_json()
+    assert [step.required for step in definition.steps] == [False, False]
+    doc = valid()
+    doc["steps"][0]["required"] = False  # written out, the default is the same definition
+    assert WorkflowDefinition.parse(doc).checksum() == VALID_CHECKSUM
+
+
+def test_a_required_step_is_kept_in_the_normalized_spec() -> None:
+    doc = valid()
+    doc["steps"][1]["required"] = True
+    definition = WorkflowDefinition.parse(doc)
+    assert [step.required for step in definition.steps] == [False, True]
+    dumped = definition.model_dump(mode="json")
+    assert [step.get("required") for step in dumped["steps"]] == [None, True]
+    assert definition.checksum() != VALID_CHECKSUM
+    assert WorkflowDefinition.parse(dumped) == definition  # as the registry stores it, and reads it back
 
 
 def test_spec_example_parses() -> None:

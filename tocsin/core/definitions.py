@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeGuard, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from tocsin.core.documents import read_document
 from tocsin.core.errors import DefinitionError, InvalidDocument, Problem, ProblemCode
@@ -91,6 +91,16 @@ class Step(BaseModel):
     content: dict[str, Any] = Field(default_factory=dict)
     progress: tuple[ProgressRule, ...] = ()
     retry: RetryPolicy = RetryPolicy()
+    # Sent whatever the recipient's preferences say (receipts, security notices); the policy hook still runs.
+    required: bool = False
+
+    @model_serializer(mode="wrap")
+    def _omit_not_required(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A definition without `required` dumps (and so checksums) exactly as before the field existed.
+        data: dict[str, Any] = handler(self)
+        if not self.required:
+            data.pop("required", None)
+        return data
 
     @property
     def wait_rule(self) -> WaitUntilRule | None:
@@ -217,7 +227,7 @@ def _too_long(value: object) -> ValueError:
 
 
 _DEFINITION_FIELDS = frozenset({"key", "version", "steps", "max_step_activations"})
-_STEP_FIELDS = frozenset({"key", "channel", "content", "progress", "retry"})
+_STEP_FIELDS = frozenset({"key", "channel", "content", "progress", "retry", "required"})
 _RULE_FIELDS = {
     "wait_until": frozenset({"kind", "anchor", "delay_seconds", "delay", "to_step", "cancel_signals"}),
     "on_outcome": frozenset({"kind", "outcome", "to_step"}),
@@ -332,7 +342,7 @@ class _Checker:
             raw_progress = ()
         progress = self.progress(raw_progress, f"{location}.progress", step_keys)
         retry = self.retry(raw["retry"], f"{location}.retry") if "retry" in raw else _DEFAULT_RETRY.model_dump()
-        return {
+        normalized = {
             "key": key,
             "channel": raw.get("channel"),
             # A definition is immutable: it must not share nested content with the caller's document.
@@ -340,6 +350,12 @@ class _Checker:
             "progress": progress,
             "retry": retry,
         }
+        required = raw.get("required", False)
+        if not isinstance(required, bool):
+            self.add(f"{location}.required", "invalid_required", f"required must be true or false, got {required!r}")
+        elif required:
+            normalized["required"] = True  # only when true: the normalized form of every other step is unchanged
+        return normalized
 
     def progress(self, raw_rules: list[Any] | tuple[Any, ...], location: str, step_keys: set[str]) -> list[object]:
         rules: list[object] = []

@@ -29,6 +29,7 @@ ProblemCode = Literal[
     "invalid_template",
     "invalid_retry",
     "invalid_text",
+    "invalid_required",
 ]
 
 
