@@ -10,7 +10,7 @@ import pytest
 from inboxes import ME, bearer, everything
 from journeys import ESCALATION, TENANT, attempts, delivery_at, journey, later, start, step
 
-from tocsin.channels import InAppChannel, OutboundMessage
+from tocsin.channels import InAppChannel
 from tocsin.core.errors import InvalidRequest
 from tocsin.db import Database
 from tocsin.engine.dispatch import dispatch_delivery
@@ -156,27 +156,18 @@ async def test_a_body_that_is_not_json_is_422(client: httpx.AsyncClient, db: Dat
     assert response.status_code == 422
 
 
-async def test_an_opted_out_send_is_suppressed_with_a_rejected_attempt(db: Database, t0: datetime) -> None:
-    """The rows SPEC 12.1 asks of dispatch, with `opted_out` as the check after the policy hook."""
-    await set_preference(db, tenant_id=TENANT, recipient=ME, opted_in=False, channel="in_app", now=t0)
+async def test_an_opt_out_put_over_http_suppresses_the_next_send(
+    client: httpx.AsyncClient, db: Database, t0: datetime
+) -> None:
+    """A feed page's preference centre is what dispatch reads: no policy hook is involved."""
     run = await start(db, ESCALATION, now=t0, recipient=ME)
     delivery_id = (await delivery_at(db, run.id, 1))["id"]
+    body = {"workflow_key": "mention_escalation", "channel": "in_app", "opted_in": False}
+    assert (await client.put("/v1/preferences", headers=bearer(), json=body)).status_code == 200
 
-    async def preferences_check(message: OutboundMessage) -> str | None:
-        out = await opted_out(
-            db, tenant_id=message.tenant_id, recipient=message.recipient, workflow_key=run.workflow_key,
-            channel=message.channel,
-        )  # fmt: skip
-        return "recipient_opted_out" if out else None
+    delivery = await dispatch_delivery(db, delivery_id, channels={"in_app": InAppChannel()}, now=t0)
 
-    delivery = await dispatch_delivery(
-        db, delivery_id, channels={"in_app": InAppChannel()}, now=t0, policy=preferences_check
-    )
-
-    assert (delivery.status, delivery.suppression_reason, delivery.terminal_at) == (
-        "suppressed",
-        "recipient_opted_out",
-        t0,
-    )
+    assert (delivery.status, delivery.suppression_reason) == ("suppressed", "recipient_opted_out")
     [attempt] = await attempts(db, delivery_id)
     assert (attempt["outcome"], attempt["error"]) == ("rejected", "recipient_opted_out")
+    assert (await client.get("/v1/inbox", headers=bearer())).json()["items"] == []

@@ -1,4 +1,5 @@
-"""Sending one delivery attempt through its channel (SPEC 5). No lock is ever held during a provider call."""
+"""Sending one delivery attempt through its channel (SPEC 5), unless the recipient opted out of it (SPEC 12.1).
+No lock is ever held during a provider call."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from tocsin.core.vocabulary import TERMINAL_DELIVERY_STATUSES
 from tocsin.db import Database, store
 from tocsin.db import queries as q
 from tocsin.engine.deliveries import SendKind, SendResult, apply_result, begin_attempt
+from tocsin.engine.preferences import opted_out
 
 log = logging.getLogger("tocsin.dispatch")
 
@@ -55,6 +57,16 @@ async def dispatch_delivery(
                 return delivery
             delivery = await begin_attempt(conn, delivery, now=clock())
         run = await store.get_run(conn, delivery.run_id)
+        # SPEC 12.1: read here, while the delivery is locked anyway (one indexed read, no lock held longer);
+        # it decides after the policy hook, in _send. A required step ignores preferences.
+        step = (await db.definition(run.definition_id, conn)).step(delivery.step_key)
+        refused = not step.required and await opted_out(
+            conn,
+            tenant_id=delivery.tenant_id,
+            recipient=delivery.recipient,
+            workflow_key=run.workflow_key,
+            channel=delivery.channel,
+        )
     send_number = delivery.attempt_count
 
     message = OutboundMessage(
@@ -67,7 +79,7 @@ async def dispatch_delivery(
         step_key=delivery.step_key,
         content=delivery.content,
     )
-    result = await _send(message, channels.get(delivery.channel), policy, stopped=run.finished)
+    result = await _send(message, channels.get(delivery.channel), policy, stopped=run.finished, refused=refused)
 
     async with db.transaction() as conn:
         delivery = await store.lock_delivery(conn, delivery_id)
@@ -108,7 +120,7 @@ async def result_recorded(conn: AsyncConnection, delivery: Delivery) -> bool:
 
 
 async def _send(
-    message: OutboundMessage, channel: Channel | None, policy: Policy | None, *, stopped: bool
+    message: OutboundMessage, channel: Channel | None, policy: Policy | None, *, stopped: bool, refused: bool
 ) -> SendResult:
     if stopped:
         # The run was stopped while this delivery was queued: sending now would be the surprise.
@@ -117,6 +129,8 @@ async def _send(
         return SendResult("rejected", error="no_channel_adapter")
     if policy is not None and (reason := await policy(message)) is not None:
         return SendResult("suppressed", error=reason)
+    if refused:
+        return SendResult("suppressed", error="recipient_opted_out")
     try:
         receipt = await channel.send(message)
     except DeliveryError as exc:
