@@ -14,7 +14,9 @@ from tocsin import engine
 from tocsin.core import contracts as c
 from tocsin.core.errors import InvalidRequest
 from tocsin.core.models import DefinitionRecord, Delivery, Run, RunDetail, RunPage, workflow_id
+from tocsin.core.preferences import Preferences, Recipient
 from tocsin.db import Database, store
+from tocsin.engine import preferences as prefs
 from tocsin.engine import reads
 from tocsin.engine.feedback import record_delivery_outcome
 from tocsin.engine.inbox import inbox, stamp_receipt
@@ -251,6 +253,39 @@ class Tocsin:
         )
         await self._notify(stopped, tenant_id)
         return delivery
+
+    # --- recipients and preferences ---------------------------------------------------------------------
+
+    async def set_preference(
+        self,
+        *,
+        tenant_id: str,
+        recipient: str,
+        opted_in: bool,
+        workflow_key: str | None = None,
+        channel: str | None = None,
+    ) -> Preferences:
+        """Opt a recipient in or out of one scope (None: any workflow / any channel); the most specific scope
+        decides each send (SPEC 12.1). Returns the recipient's preferences after the change."""
+        return await prefs.set_preference(
+            self.db,
+            tenant_id=tenant_id,
+            recipient=recipient,
+            opted_in=opted_in,
+            workflow_key=workflow_key,
+            channel=channel,
+            now=utcnow(),
+        )
+
+    async def preferences(self, *, tenant_id: str, recipient: str) -> Preferences:
+        """The recipient's rows, and what they resolve to for every registered workflow and its channels."""
+        return await prefs.preferences(self.db, tenant_id=tenant_id, recipient=recipient)
+
+    async def set_recipient(self, *, tenant_id: str, recipient: str, timezone: str | None) -> Recipient:
+        """Record the recipient's time zone (an IANA name such as "Europe/Paris"; None clears it)."""
+        return await prefs.set_recipient(
+            self.db, tenant_id=tenant_id, recipient=recipient, timezone=timezone, now=utcnow()
+        )
 
     # --- helpers ----------------------------------------------------------------------------------------
 

@@ -588,6 +588,9 @@ async def due(
         typer.echo(f"  {progress.run.id}: {progress.kind}, now at {progress.run.current_step} ({progress.run.state})")
 
 
+import tocsin.cli.preferences  # noqa: E402, F401  `tocsin preferences`: it adds itself to `app`, built above
+
+
 def flush_before_exit() -> None:
     """What os._exit would lose: spans still queued in OpenTelemetry's batch processor, buffered log lines.
 

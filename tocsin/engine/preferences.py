@@ -54,8 +54,9 @@ async def opted_out(source: Conn, *, tenant_id: str, recipient: str, workflow_ke
 
 async def preferences(source: Conn, *, tenant_id: str, recipient: str) -> Preferences:
     """The recipient's rows, and the resolved choice for every registered workflow key and its channels."""
+    params = {"b_tenant_id": _text("tenant_id", tenant_id), "b_recipient": _text("recipient", recipient)}
     async with connection(source) as conn:
-        rows = await _rows(conn, q.PREFERENCE_ROWS, b_tenant_id=tenant_id, b_recipient=recipient)
+        rows = await _rows(conn, q.PREFERENCE_ROWS, **params)
         specs = (await conn.execute(q.LATEST_SPECS)).all()
     channels = {key: [step["channel"] for step in spec.get("steps", [])] for key, spec in specs}
     return Preferences(rows=rows, resolved=resolve(rows, channels))
