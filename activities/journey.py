@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -52,6 +53,26 @@ def server_clock() -> Callable[[], datetime]:
     scheduled = activity.info().current_attempt_scheduled_time
     started = time.monotonic()
     return lambda: scheduled + timedelta(seconds=time.monotonic() - started)
+
+
+async def heartbeating(work: Awaitable[T]) -> T:
+    """Await `work`, heartbeating while it runs, and see it through to its end.
+
+    The heartbeats are how Temporal notices that a worker died mid-send (within the heartbeat timeout, not the
+    start-to-close one); a send that ends within a third of that timeout never heartbeats. A cancellation from
+    Temporal (the workflow closed or was reset, the worker shutting down) does not cut the send in half: it
+    would leave the attempt without its result, so the send finishes and is recorded.
+    """
+    task = asyncio.ensure_future(work)
+    every = (activity.info().heartbeat_timeout or timedelta(seconds=30)) / 3
+    while not task.done():
+        try:
+            await asyncio.wait([task], timeout=every.total_seconds())
+        except asyncio.CancelledError:
+            continue
+        if not task.done():
+            activity.heartbeat()
+    return task.result()
 
 
 def journey_activity(name: str) -> Callable[[Activity[S, Q, T]], Activity[S, Q, T]]:
@@ -120,12 +141,14 @@ class JourneyActivities:
         )
         step = (await self.db.definition(run.definition_id)).step(run.current_step)
         delivery = await self.active_delivery(progress)
+        rule = step.wait_rule if run.state == "waiting" else None
         return c.Round(
             kind=progress.kind,
             reason=progress.reason,
             run=run_view(run),
             delivery=delivery_view(delivery) if delivery else None,
             retry=step.retry,
+            wait=c.Wait(delay_seconds=rule.delay_seconds, to_step=rule.to_step) if rule else None,
         )
 
     async def active_delivery(self, progress: Progress) -> Delivery | None:
@@ -141,7 +164,7 @@ class JourneyActivities:
     @journey_activity("tocsin.dispatch_delivery")
     async def dispatch_delivery(self, request: c.DispatchRequest) -> c.DeliveryView:
         bind_log_context(delivery_id=request.delivery_id)
-        delivery = await dispatch_delivery(
+        send = dispatch_delivery(
             self.db,
             request.delivery_id,
             channels=self.channels,
@@ -149,7 +172,7 @@ class JourneyActivities:
             attempt=request.attempt,
             policy=self.policy,
         )
-        return delivery_view(delivery)
+        return delivery_view(await heartbeating(send))
 
     @journey_activity("tocsin.exhaust_delivery")
     async def exhaust_delivery(self, request: c.ExhaustRequest) -> c.DeliveryView:

@@ -1,21 +1,35 @@
-"""The reconcile activity: the safety net for lost workflow starts and lost timers (SPEC 6)."""
+"""The reconcile activity: the safety net for lost workflow starts, lost timers and closed workflows (SPEC 6, 14)."""
 
 from __future__ import annotations
 
 import logging
 import uuid
 from collections.abc import Awaitable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 
 from tocsin.core import contracts as c
+from tocsin.core.models import workflow_id
+from tocsin.core.vocabulary import UNFINISHED_RUN_STATES
 from tocsin.db import Database
-from tocsin.engine.reconcile import progress_overdue_runs, unstarted_runs
+from tocsin.engine.reconcile import (
+    BATCH,
+    progress_overdue_runs,
+    stop_terminated_run,
+    unfinished_run,
+    unstarted_runs,
+)
 from tocsin.temporal.starter import start_journey, wake_journey
 
 log = logging.getLogger("tocsin.reconcile")
+# Closed without finishing their run, as the journey's last search attributes say. Completed and
+# continued-as-new executions are the normal ends; a cancelled one has cancelled its run itself.
+CLOSED_UNFINISHED = (
+    'WorkflowType = "{workflow}" AND TaskQueue = "{queue}" AND ExecutionStatus IN ("Terminated", "Failed", "TimedOut")'
+    " AND TocsinState IN ({states})"
+)
 
 
 class ReconcileActivities:
@@ -35,9 +49,52 @@ class ReconcileActivities:
             return False
         return True
 
+    async def closed_journeys(self) -> list[WorkflowExecution]:
+        """The queue's journeys whose latest execution closed with their run unfinished, as visibility says."""
+        query = CLOSED_UNFINISHED.format(
+            workflow=c.JOURNEY_WORKFLOW,
+            queue=self.task_queue,
+            states=", ".join(f'"{state}"' for state in UNFINISHED_RUN_STATES),
+        )
+        closed = []
+        async for execution in self.client.list_workflows(query, limit=BATCH):
+            # An execution restarted since (by an earlier sweep, or a signal) stays listed: its successor runs.
+            latest = await self.client.get_workflow_handle(execution.id).describe()
+            if latest.run_id == execution.run_id:
+                closed.append(execution)
+        return closed
+
+    async def settle_closed(self, execution: WorkflowExecution, now: datetime) -> tuple[str, uuid.UUID] | None:
+        """A terminated workflow's run is stopped; a failed (or timed out) one is started again (SPEC 14)."""
+        run = await unfinished_run(self.db, uuid.UUID(execution.id.removeprefix(workflow_id(""))))
+        if run is None:  # finished after all (the workflow closed between its commit and its last upsert)
+            return None
+        if execution.status == WorkflowExecutionStatus.TERMINATED:
+            await stop_terminated_run(self.db, run, now=now)
+            log.info("reconcile: stopped run %s, its workflow was terminated", run.id, extra={"run_id": str(run.id)})
+            return "stopped", run.id
+        await start_journey(self.client, self.db, run, task_queue=self.task_queue)
+        log.warning(
+            "reconcile: restarted the workflow of run %s, it had %s",
+            run.id,
+            execution.status.name.lower() if execution.status else "closed",
+            extra={"run_id": str(run.id)},
+        )
+        return "restarted", run.id
+
     @activity.defn(name="tocsin.reconcile")
     async def reconcile(self, request: c.ReconcileRequest) -> c.ReconcileReport:
         grace = timedelta(seconds=request.grace_seconds)
+        # Before the overdue waits: waking one would start a terminated workflow again.
+        settled: dict[str, list[uuid.UUID]] = {"stopped": [], "restarted": []}
+        for execution in await self.closed_journeys():
+            try:
+                outcome = await self.settle_closed(execution, request.now)
+            except Exception:
+                log.exception("reconcile: could not settle the closed workflow %s", execution.id)
+                continue
+            if outcome is not None:
+                settled[outcome[0]].append(outcome[1])
         started: list[uuid.UUID] = []
         for run in await unstarted_runs(self.db, now=request.now, grace=grace):
             # One run that cannot be started must not keep the sweep from the others (nor the lost timers).
@@ -49,4 +106,4 @@ class ReconcileActivities:
                 await self.attempt(
                     wake_journey(self.client, progress.run.id, task_queue=self.task_queue), progress.run.id
                 )
-        return c.ReconcileReport(started=started, progressed=[p.run.id for p in progressed])
+        return c.ReconcileReport(started=started, progressed=[p.run.id for p in progressed], **settled)

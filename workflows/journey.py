@@ -1,12 +1,15 @@
 """JourneyWorkflow: one per run. The clock and the driver; Postgres holds every decision (SPEC 6).
 
-Deterministic: time comes from workflow.now(), all I/O happens in activities, no randomness.
+Deterministic: time comes from workflow.now(), all I/O happens in activities, no randomness. What the Web UI
+shows (activity and timer summaries, current details) is metadata: it never changes the workflow's commands.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -18,14 +21,44 @@ with workflow.unsafe.imports_passed_through():
 # that is not tocsin's own, for ever: the activities report one that keeps failing (activities.journey).
 # Tocsin's own errors are raised as non-retryable. Delivery retries are this workflow's own loop, below.
 INFRA_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
-ENGINE_TIMEOUT = timedelta(seconds=60)
-SEND_TIMEOUT = timedelta(minutes=5)
+# A decision is one or two short Postgres transactions: milliseconds, a second under heavy load. The timeout is
+# also how long a run waits when its worker dies mid-decision (these activities do not heartbeat).
+ENGINE_TIMEOUT = timedelta(seconds=20)
+# A send is one provider call between two short transactions; the built-in adapters bound the call (webhook
+# 10 s, SMTP 30 s per command), and two minutes leaves room for a slower adapter of the user's own. A worker
+# that dies mid-send is noticed by its missing heartbeats instead, after SEND_HEARTBEAT.
+SEND_TIMEOUT = timedelta(minutes=2)
+SEND_HEARTBEAT = timedelta(seconds=10)
 # While a delivery has not converged (awaiting provider feedback) the workflow waits for a wake signal,
 # and re-reads the rows now and then anyway, in case a wake was lost.
 SAFETY_RECHECK = timedelta(hours=6)
 # Versions the workflow's commands (SPEC 14 "No stall"): a decision whose delivery cannot be sent is
 # followed by the next round at once instead of a safety re-check timer.
 NO_STALL = "no-stall-after-decision"
+# The reason a cancellation requested through Temporal (the Web UI's button, `temporal workflow cancel`) gives.
+TEMPORAL_CANCEL = "temporal_cancel_requested"
+
+
+def moment(at: datetime) -> str:
+    return at.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+class CancelRequested(Exception):
+    """Temporal was asked to cancel the workflow: the run loop stops at its next activity or timer."""
+
+
+def details(round_: c.Round) -> str:
+    """Where the run stands, for the Web UI's current details. Steps and statuses only, no personal data."""
+    run, delivery = round_.run, round_.delivery
+    where = f"**{run.state}** at step `{run.current_step}`"
+    if run.finished:
+        return f"{where}: {run.terminal_reason or run.status_reason}"
+    if run.state == "waiting":
+        then = f" → `{round_.wait.to_step}`" if round_.wait else ""
+        return f"{where} until {moment(run.due_at)}{then}" if run.due_at else where
+    if delivery is None:
+        return f"{where}: {run.status_reason}"
+    return f"{where}: {delivery.channel} delivery {delivery.status} after {delivery.attempt_count} attempt(s)"
 
 
 @workflow.defn(name=c.JOURNEY_WORKFLOW)
@@ -35,6 +68,7 @@ class JourneyWorkflow:
         self.run_id = uuid.UUID(run_id)
         self.woken = False
         self.finished = False
+        self.cancel_requested = False
         self.last: c.Round | None = None
         # When a failed attempt may be retried, fixed once per attempt so that repeated wakes do not
         # push the backoff further out.
@@ -42,6 +76,12 @@ class JourneyWorkflow:
 
     @workflow.run
     async def run(self, run_id: str) -> c.RunView:
+        try:
+            return await self.journey(run_id)
+        except (CancelRequested, asyncio.CancelledError):
+            return await self.stop_on_request()
+
+    async def journey(self, run_id: str) -> c.RunView:
         while True:
             self.woken = False
             round_ = await self.progress()
@@ -52,16 +92,36 @@ class JourneyWorkflow:
                 return run
             if run.state == "waiting":
                 # A waiting run always has due_at (a CHECK constraint); without one, re-read now and then.
-                await self.sleep_until(run.due_at or workflow.now() + SAFETY_RECHECK)
+                if run.due_at is None:
+                    await self.sleep_until(workflow.now() + SAFETY_RECHECK, "re-check a wait without a due time")
+                else:
+                    wait = round_.wait
+                    label = f"wait {c.iso_duration(wait.delay_seconds)} → {wait.to_step}" if wait else "wait"
+                    await self.sleep_until(run.due_at, label)
             else:
                 await self.drive(round_)
             if workflow.info().is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(run_id)
 
+    async def stop_on_request(self) -> c.RunView:
+        """Cancel the run as Temporal was asked to (SPEC 14), then return: Postgres, not Temporal, says it stopped.
+
+        An activity in flight when the request came finished first (see `act`), so a send is never cut in half.
+        """
+        if self.last is None:  # not one round made: no run this workflow could name
+            raise asyncio.CancelledError
+        run = await self.cancel_run(self.last.run.tenant_id, TEMPORAL_CANCEL, "cancel · requested through Temporal")
+        self.publish(run)
+        self.finished = True
+        workflow.set_current_details(f"**{run.state}**: cancellation requested through Temporal")
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return run
+
     async def drive(self, round_: c.Round) -> None:
         """Move the active step's delivery one step along: send it, retry it, or wait for news."""
         delivery = round_.delivery
+        step = round_.run.current_step
         if delivery is None or delivery.status not in ("pending", "failed"):
             if round_.kind != "noop" and workflow.patched(NO_STALL):
                 # A decision just planned a delivery that is already final (a render failure suppressed it):
@@ -69,58 +129,93 @@ class JourneyWorkflow:
                 # spin: each decision writes a transition, and max_step_activations bounds them.
                 return
             # In flight awaiting feedback, or not branchable: only a wake (or the safety re-check) helps.
-            await self.sleep_until(workflow.now() + SAFETY_RECHECK)
+            await self.sleep_until(workflow.now() + SAFETY_RECHECK, f"await news of step {step} · re-check")
             return
         if delivery.status == "pending":
-            await self.dispatch(delivery.id, delivery.attempt_count + 1)
+            await self.dispatch(round_, delivery)
             return
         if delivery.attempt_count >= round_.retry.max_attempts:
-            await workflow.execute_activity(
+            await self.act(
                 "tocsin.exhaust_delivery",
                 c.ExhaustRequest(delivery_id=delivery.id, now=workflow.now()),
-                result_type=c.DeliveryView,
-                start_to_close_timeout=ENGINE_TIMEOUT,
-                retry_policy=INFRA_RETRY,
+                c.DeliveryView,
+                f"retries exhausted · step {step} · {delivery.attempt_count} attempts",
             )
             return
         key = (delivery.id, delivery.attempt_count)
         if key not in self.retry_at:
             backoff = round_.retry.backoff_seconds(delivery.attempt_count)
             self.retry_at[key] = workflow.now() + timedelta(seconds=backoff)
-        if await self.sleep_until(self.retry_at[key]):
-            await self.dispatch(delivery.id, delivery.attempt_count + 1)
+        retry_at = self.retry_at[key]
+        workflow.set_current_details(f"{details(round_)}; retry at {moment(retry_at)}")
+        if await self.sleep_until(retry_at, f"retry at {moment(retry_at)} · {delivery.channel} · step {step}"):
+            await self.dispatch(round_, delivery)
 
     async def progress(self) -> c.Round:
-        round_: c.Round = await workflow.execute_activity(
-            "tocsin.progress_run",
-            c.RoundRequest(run_id=self.run_id, now=workflow.now()),
-            result_type=c.Round,
-            start_to_close_timeout=ENGINE_TIMEOUT,
-            retry_policy=INFRA_RETRY,
+        step = f"step {self.last.run.current_step}" if self.last else "start"
+        round_: c.Round = await self.act(
+            "tocsin.progress_run", c.RoundRequest(run_id=self.run_id, now=workflow.now()), c.Round, f"decide · {step}"
         )
         self.last = round_
         self.publish(round_.run)
+        workflow.set_current_details(details(round_))
         return round_
 
-    async def dispatch(self, delivery_id: uuid.UUID, attempt: int) -> None:
-        await workflow.execute_activity(
+    async def dispatch(self, round_: c.Round, delivery: c.DeliveryView) -> None:
+        attempt = delivery.attempt_count + 1
+        await self.act(
             "tocsin.dispatch_delivery",
-            c.DispatchRequest(delivery_id=delivery_id, attempt=attempt),
-            result_type=c.DeliveryView,
+            c.DispatchRequest(delivery_id=delivery.id, attempt=attempt),
+            c.DeliveryView,
+            f"send {delivery.channel} · step {round_.run.current_step} · attempt {attempt}",
             start_to_close_timeout=SEND_TIMEOUT,
-            retry_policy=INFRA_RETRY,
+            heartbeat_timeout=SEND_HEARTBEAT,
         )
 
-    async def sleep_until(self, moment: datetime) -> bool:
-        """A durable timer to `moment`, cut short by a wake. True when the time really came."""
-        remaining = moment - workflow.now()
+    async def act(
+        self, activity: str, request: c.Message, result_type: type[Any], summary: str, **timeouts: Any
+    ) -> Any:
+        """One of the run loop's activities. A cancellation requested through Temporal while it runs lets it
+        finish (a send half made helps nobody) and stops the loop before anything else starts."""
+        if self.cancel_requested:
+            raise CancelRequested
+        handle = workflow.start_activity(
+            activity,
+            request,
+            result_type=result_type,
+            summary=summary,
+            retry_policy=INFRA_RETRY,
+            **({"start_to_close_timeout": ENGINE_TIMEOUT} | timeouts),
+        )
+        try:
+            return await asyncio.shield(handle)
+        except asyncio.CancelledError:
+            self.cancel_requested = True
+            return await handle
+
+    async def sleep_until(self, until: datetime, summary: str) -> bool:
+        """A durable timer to `until`, cut short by a wake. True when the time really came."""
+        if self.cancel_requested:
+            raise CancelRequested
+        remaining = until - workflow.now()
         if remaining <= timedelta(0):
             return True
         try:
-            await workflow.wait_condition(lambda: self.woken, timeout=remaining)
+            await workflow.wait_condition(lambda: self.woken, timeout=remaining, timeout_summary=summary)
         except TimeoutError:
             return True
         return False
+
+    async def cancel_run(self, tenant_id: str, reason: str, summary: str) -> c.RunView:
+        run: c.RunView = await workflow.execute_activity(
+            "tocsin.cancel_run",
+            c.CancelRunRequest(run_id=self.run_id, tenant_id=tenant_id, reason=reason, now=workflow.now()),
+            result_type=c.RunView,
+            summary=summary,
+            start_to_close_timeout=ENGINE_TIMEOUT,
+            retry_policy=INFRA_RETRY,
+        )
+        return run
 
     def publish(self, run: c.RunView) -> None:
         workflow.upsert_search_attributes(
@@ -137,15 +232,7 @@ class JourneyWorkflow:
 
     @workflow.update(name=c.CANCEL_UPDATE)
     async def cancel(self, request: c.CancelRequest) -> c.RunView:
-        run: c.RunView = await workflow.execute_activity(
-            "tocsin.cancel_run",
-            c.CancelRunRequest(
-                run_id=self.run_id, tenant_id=request.tenant_id, reason=request.reason, now=workflow.now()
-            ),
-            result_type=c.RunView,
-            start_to_close_timeout=ENGINE_TIMEOUT,
-            retry_policy=INFRA_RETRY,
-        )
+        run = await self.cancel_run(request.tenant_id, request.reason, "cancel · by request")
         self.woken = True
         return run
 

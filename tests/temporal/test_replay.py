@@ -4,7 +4,9 @@ The histories under tests/histories/ were recorded from tests/temporal/test_jour
 tests/temporal/test_no_stall.py with `TOCSIN_RECORD_HISTORIES=1 pytest <file>`. Re-record them only for an
 intended, versioned change to workflow code. render_failure_before_no_stall is the render-failure journey of
 test_no_stall.py recorded under the workflow code of df6eec0, before the no-stall patch: a workflow that was
-already sleeping then must still replay (the old branch of `workflow.patched`).
+already sleeping then must still replay (the old branch of `workflow.patched`). The histories recorded before
+the Web UI's summaries existed carry none, and still replay under the code that sets them: summaries and
+details are metadata, not commands. cancelled_through_temporal (tests/temporal/test_web_ui_and_cancel.py) has them.
 """
 
 from __future__ import annotations
@@ -30,7 +32,10 @@ def test_histories_are_present() -> None:
         "retries_exhausted",
         "render_failure_progressed_at_once",
         "render_failure_before_no_stall",
+        "cancelled_through_temporal",
     } <= set(HISTORIES)
+    assert "userMetadata" not in HISTORIES["mention_completed"]
+    assert "userMetadata" in HISTORIES["cancelled_through_temporal"]
 
 
 @pytest.mark.parametrize("name", sorted(HISTORIES))

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 
+from tocsin.core.errors import RunNotFound
 from tocsin.core.models import Progress, Run
 from tocsin.db import Database, store
 from tocsin.db import queries as q
-from tocsin.engine.runs import progress_due_runs
+from tocsin.engine.runs import cancel_run, progress_due_runs
 
 BATCH = 500
+# The terminal reason of a run whose workflow an operator terminated (SPEC 14).
+TERMINATED = "temporal:terminated"
 
 
 async def unstarted_runs(db: Database, *, now: datetime, grace: timedelta, limit: int = BATCH) -> list[Run]:
@@ -24,3 +28,18 @@ async def unstarted_runs(db: Database, *, now: datetime, grace: timedelta, limit
 async def progress_overdue_runs(db: Database, *, now: datetime, grace: timedelta, limit: int = BATCH) -> list[Progress]:
     """Progress the waits overdue by more than `grace`: their own workflow timer would have fired by now."""
     return await progress_due_runs(db, now=now, limit=limit, overdue_by=grace)
+
+
+async def unfinished_run(db: Database, run_id: uuid.UUID) -> Run | None:
+    """The run, if it exists and may still change: what the sweep asks before acting on a closed workflow."""
+    async with db.transaction() as conn:
+        try:
+            run = await store.get_run(conn, run_id)
+        except RunNotFound:
+            return None
+    return None if run.finished else run
+
+
+async def stop_terminated_run(db: Database, run: Run, *, now: datetime) -> Run:
+    """Stop a run whose workflow was terminated: the operator meant it to end, not to be brought back."""
+    return await cancel_run(db, run.id, tenant_id=run.tenant_id, reason=TERMINATED, now=now)

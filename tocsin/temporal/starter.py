@@ -21,14 +21,40 @@ def search_attributes(run: Run) -> TypedSearchAttributes:
     )
 
 
+def run_summary(run: Run, first_step: str) -> str:
+    """The line the Web UI shows for a run's workflow. Keys and ids only: never the recipient or the data."""
+    return f"{run.workflow_key} v{run.workflow_version} · tenant {run.tenant_id} · first step {first_step}"
+
+
+def run_details(run: Run, first_step: str) -> str:
+    """The workflow's fixed details, in Temporal markdown; what changes is in its current details."""
+    lines = [
+        f"**run** `{run.id}`",
+        f"**journey** `{run.workflow_key}` version {run.workflow_version}",
+        f"**tenant** `{run.tenant_id}`",
+        f"**first step** `{first_step}`",
+        f"the whole timeline: `tocsin runs show {run.id} --tenant {run.tenant_id}`",
+    ]
+    return "  \n".join(lines)
+
+
 async def start_journey(client: Client, db: Database, run: Run, *, task_queue: str) -> None:
     """Start (or find) the run's workflow, then record that it was started.
 
     USE_EXISTING makes a repeated start (a retried start_run, the reconcile sweep) find the running
-    workflow instead of failing or starting a twin. If the process dies between the two steps, the run
-    keeps workflow_started = false and the reconcile sweep starts it again, harmlessly.
+    workflow instead of failing or starting a twin; a closed one is started again (the sweep restarting a
+    failed workflow). If the process dies between the two steps, the run keeps workflow_started = false and
+    the reconcile sweep starts it again, harmlessly.
     """
-    await start_or_find(client, run.id, task_queue=task_queue, search_attributes=search_attributes(run))
+    first_step = (await db.definition(run.definition_id)).first_step.key
+    await start_or_find(
+        client,
+        run.id,
+        task_queue=task_queue,
+        search_attributes=search_attributes(run),
+        static_summary=run_summary(run, first_step),
+        static_details=run_details(run, first_step),
+    )
     await mark_workflow_started(db, run.id)
 
 

@@ -163,7 +163,11 @@ async def run_until_signalled(worker: Worker) -> None:
 
 
 def channels_from_settings(settings: Settings) -> dict[str, Channel]:
-    """The built-in adapters configured from TOCSIN_SMTP_* and TOCSIN_WEBHOOK_URL; email prints without SMTP."""
+    """The built-in adapters configured from TOCSIN_SMTP_* and TOCSIN_WEBHOOK_URL; email prints without SMTP.
+
+    The webhook adapter is always there: without TOCSIN_WEBHOOK_URL it posts to each step's content `url`
+    (a step without one fails `webhook_url_missing`).
+    """
     smtp = (
         SmtpChannel(
             settings.smtp_host,
@@ -176,5 +180,4 @@ def channels_from_settings(settings: Settings) -> dict[str, Channel]:
         if settings.smtp_host
         else None
     )
-    webhook = WebhookChannel(settings.webhook_url) if settings.webhook_url else None
-    return builtin_channels(smtp=smtp, webhook=webhook)
+    return builtin_channels(smtp=smtp, webhook=WebhookChannel(settings.webhook_url))
