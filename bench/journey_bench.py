@@ -36,7 +36,6 @@ from temporalio.worker import UnsandboxedWorkflowRunner
 
 import tocsin.temporal.worker
 from bench.common import StatementCounter, bench_database, loadavg, machine_facts, ms, ratio, table
-from tests.time_skipping import StartedWorkflows, skipping_client
 from tocsin.channels import Channel, InAppChannel, LogChannel
 from tocsin.cli.binaries import wheel_binary
 from tocsin.client import Tocsin
@@ -48,6 +47,7 @@ from tocsin.engine.registry import register_definition
 from tocsin.examples import example
 from tocsin.temporal.connect import declare_search_attributes
 from tocsin.temporal.worker import build_worker
+from tocsin.testing.time_skipping import StartedWorkflows, skipping_client
 
 TENANT = "bench"
 DATA = {"actor": "Grace", "excerpt": "see PR 12"}

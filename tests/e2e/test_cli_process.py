@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from journey_harness import eventually
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -29,6 +28,7 @@ from tocsin.cli.devstack import temporal_dev_server
 from tocsin.core.models import workflow_id
 from tocsin.db import Database
 from tocsin.temporal.connect import connect_temporal
+from tocsin.testing import eventually
 
 TOCSIN = str(Path(sys.executable).parent / "tocsin")
 NOTE = {"key": "traced_note", "version": 1, "steps": [{"key": "note", "channel": "in_app", "content": {"title": "hi"}}]}

@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from journey_harness import eventually
 from peers import free_port
 
 from tocsin import Tocsin
+from tocsin.testing import eventually
 
 TOCSIN = str(Path(sys.executable).parent / "tocsin")
 ONE_STEP = {"key": "hello", "version": 1, "steps": [{"key": "note", "channel": "in_app", "content": {"title": "hi"}}]}

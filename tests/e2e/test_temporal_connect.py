@@ -25,7 +25,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from journey_harness import eventually
 from pydantic import ValidationError
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
@@ -42,6 +41,7 @@ from tocsin.db import Database
 from tocsin.settings import ENV_NAMES, TEMPORAL_SDK_ENV_NAMES, Settings
 from tocsin.temporal.connect import connect_from_settings, connect_temporal
 from tocsin.temporal.worker import reconcile_schedule_id
+from tocsin.testing import eventually
 
 ROOT = Path(__file__).parents[2]
 SERVER_NAME = "temporal.test"  # the endpoint's certificate names only this: dialing 127.0.0.1 needs the override

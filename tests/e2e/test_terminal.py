@@ -16,11 +16,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from journey_harness import eventually
 from journeys import ESCALATION, TENANT, escalation_waiting, start
 
 from tocsin.core.models import Run
 from tocsin.db import Database
+from tocsin.testing import eventually
 
 WIDTH, HEIGHT = 80, 24
 BIN = str(Path(sys.executable).parent)

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 from inboxes import bearer, deliver
-from journey_harness import eventually
 from journeys import ESCALATION, later, rows, run_row
 from playwright.async_api import Browser, async_playwright, expect
 
 from tocsin.db import Database
 from tocsin.db import tables as t
 from tocsin.engine.runs import progress_run
+from tocsin.testing import eventually
 
 # The browser's behaviour does not depend on the Postgres server: CI runs this once.
 pytestmark = pytest.mark.slow

@@ -3,6 +3,10 @@
 The fault is real: the definition row of a run is made corrupt in the test's own database, so every
 `progress_run` of that run fails inside the engine, as it would in production. The worker has a Database of
 its own (a process of its own would), so the row is read as it is now, not from the starting side's cache.
+
+The run is started by a client of the test's own (with the metrics runtime), not the environment's, so
+awaiting its result would not skip time: the activity's retry backoff is skipped with the public
+`WorkflowEnvironment.sleep` between polls instead.
 """
 
 from __future__ import annotations
@@ -10,11 +14,12 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, TypeVar
 
 import httpx
 import pytest
-from journey_harness import eventually
 from peers import free_port
 from sqlalchemy import update
 from temporalio.testing import WorkflowEnvironment
@@ -28,12 +33,28 @@ from tocsin.db import tables as t
 from tocsin.logs import ContextFilter
 from tocsin.settings import Settings
 from tocsin.temporal.connect import connect_from_settings
+from tocsin.testing import eventually
+
+T = TypeVar("T")
+
+# Past the longest retry interval of the journey's activities (a minute): each skip lets the next retry run.
+SKIP = timedelta(minutes=1)
 
 NOTICE: dict[str, Any] = {
     "key": "stuck_notice",
     "version": 1,
     "steps": [{"key": "notice", "channel": "in_app", "content": {"title": "Hello {{ name }}"}}],
 }
+
+
+def skipping(env: WorkflowEnvironment, probe: Callable[[], Awaitable[T | None]]) -> Callable[[], Awaitable[T | None]]:
+    """`probe`, after moving the server's clock on by SKIP."""
+
+    async def skip_then_probe() -> T | None:
+        await env.sleep(SKIP)
+        return await probe()
+
+    return skip_then_probe
 
 
 def stuck_records(caplog: pytest.LogCaptureFixture, run_id: uuid.UUID) -> list[logging.LogRecord]:
@@ -83,6 +104,9 @@ async def test_a_corrupt_definition_is_retried_reported_as_stuck_and_resumes_onc
         stuck = stuck_records(caplog, run.id)
         return stuck if len(stuck) >= 2 else None
 
+    async def finished() -> bool:
+        return (await tocsin.get_run(run.id, tenant_id="acme")).run.state == "completed"
+
     async def scrape() -> tuple[str, float] | None:
         async with httpx.AsyncClient() as http:
             response = await http.get(f"http://127.0.0.1:{port}/metrics")
@@ -90,9 +114,10 @@ async def test_a_corrupt_definition_is_retried_reported_as_stuck_and_resumes_onc
 
     try:
         async with build_worker(client, worker_db, task_queue=task_queue, channels={"in_app": InAppChannel()}):
-            async with time_env.time_skipping_unlocked():  # type: ignore[attr-defined]
-                stuck = await eventually(reported_twice, within=60, what="two ERROR lines about the run")
-                labels, value = await eventually(scrape, within=10, what="the stuck metric on /metrics")
+            stuck = await eventually(
+                skipping(time_env, reported_twice), within=60, what="two ERROR lines about the run"
+            )
+            labels, value = await eventually(scrape, within=10, what="the stuck metric on /metrics")
             # Reported from the STUCK_AFTER-th attempt on, once per failed attempt, and still retried.
             assert [getattr(r, "attempt", None) for r in stuck[:2]] == [STUCK_AFTER, STUCK_AFTER + 1]
             first = stuck[0]
@@ -109,8 +134,7 @@ async def test_a_corrupt_definition_is_retried_reported_as_stuck_and_resumes_onc
             # The repair: the run resumes on its next attempt, nothing lost.
             async with db.transaction() as conn:
                 await conn.execute(update(definitions).where(definitions.c.id == record.id).values(spec=record.spec))
-            async with time_env.time_skipping_unlocked():  # type: ignore[attr-defined]
-                await client.get_workflow_handle(workflow_id(run.id)).result()
+            await eventually(skipping(time_env, finished), within=60, what="the repaired run to complete")
     finally:
         await worker_db.close()
 

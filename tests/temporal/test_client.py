@@ -2,47 +2,45 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 
 import pytest
-from journey_harness import Harness
 from journeys import ESCALATION, deliveries, snapshot, start
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RetryConfig
-from temporalio.testing import WorkflowEnvironment
 
 from tocsin import Tocsin
-from tocsin.cli.binaries import wheel_binary
 from tocsin.core.errors import DeliveryNotFound, InvalidRequest, RunNotFound
+from tocsin.core.models import Run
 from tocsin.db import Database
 from tocsin.engine import reads
 from tocsin.engine.runs import mark_workflow_started
+from tocsin.testing import Journeys, start_time_skipping_server
 
 
-async def waiting_mention(harness: Harness, key: str = "k1", recipient: str = "user:42") -> uuid.UUID:
-    await harness.tocsin.register_definition(ESCALATION)
-    run = await harness.tocsin.start_run(
+async def waiting_mention(journeys: Journeys, key: str = "k1", recipient: str = "user:42") -> Run:
+    await journeys.register(ESCALATION)
+    run = await journeys.tocsin.start_run(
         workflow_key="mention_escalation", tenant_id="acme", recipient=recipient,
         data={"actor": "Grace", "excerpt": "x"}, idempotency_key=key,
     )  # fmt: skip
-    await harness.until(run.id, lambda d: d.run.state == "waiting", "the run to wait")
-    return run.id
+    await journeys.until(run, lambda d: d.run.state == "waiting", what="the run to wait")
+    return run
 
 
-async def test_another_tenant_sees_nothing_and_writes_nothing(harness: Harness) -> None:
-    run_id = await waiting_mention(harness)
-    delivery_id = (await harness.tocsin.get_run(run_id, tenant_id="acme")).deliveries[0].id
-    t = harness.tocsin
-    before = await snapshot(harness.db)
+async def test_another_tenant_sees_nothing_and_writes_nothing(journeys: Journeys) -> None:
+    run = await waiting_mention(journeys)
+    delivery_id = (await journeys.tocsin.get_run(run.id, tenant_id="acme")).deliveries[0].id
+    t = journeys.tocsin
+    before = await snapshot(journeys.db)
 
     with pytest.raises(RunNotFound):
-        await t.get_run(run_id, tenant_id="globex")
+        await t.get_run(run.id, tenant_id="globex")
     with pytest.raises(RunNotFound):
-        await t.cancel_run(run_id, tenant_id="globex", reason="nope")
+        await t.cancel_run(run.id, tenant_id="globex", reason="nope")
     with pytest.raises(RunNotFound):
-        await t.send_signal(tenant_id="globex", recipient="user:42", name="notification.read", run_id=run_id)
+        await t.send_signal(tenant_id="globex", recipient="user:42", name="notification.read", run_id=run.id)
     with pytest.raises(DeliveryNotFound):
         await t.record_delivery_outcome(delivery_id, tenant_id="globex", outcome="bounced")
     with pytest.raises(DeliveryNotFound):
@@ -50,17 +48,17 @@ async def test_another_tenant_sees_nothing_and_writes_nothing(harness: Harness) 
     assert (await t.list_runs(tenant_id="globex")).runs == []
     assert await t.inbox(tenant_id="globex", recipient="user:42") == []
 
-    assert await snapshot(harness.db) == before
+    assert await snapshot(journeys.db) == before
 
 
-async def test_bad_arguments_are_refused_and_write_nothing(harness: Harness) -> None:
-    run_id = await waiting_mention(harness)
-    delivery_id = (await harness.tocsin.get_run(run_id, tenant_id="acme")).deliveries[0].id
-    t = harness.tocsin
-    before = await snapshot(harness.db)
+async def test_bad_arguments_are_refused_and_write_nothing(journeys: Journeys) -> None:
+    run = await waiting_mention(journeys)
+    delivery_id = (await journeys.tocsin.get_run(run.id, tenant_id="acme")).deliveries[0].id
+    t = journeys.tocsin
+    before = await snapshot(journeys.db)
 
     with pytest.raises(InvalidRequest, match="reason"):
-        await t.cancel_run(run_id, tenant_id="acme", reason="  ")
+        await t.cancel_run(run.id, tenant_id="acme", reason="  ")
     with pytest.raises(InvalidRequest, match="unknown delivery outcome"):
         await t.record_delivery_outcome(delivery_id, tenant_id="acme", outcome="exploded")
     with pytest.raises(InvalidRequest, match="unknown run state"):
@@ -70,12 +68,12 @@ async def test_bad_arguments_are_refused_and_write_nothing(harness: Harness) -> 
     with pytest.raises(InvalidRequest, match="blank"):
         await t.send_signal(tenant_id="acme", recipient="user:42", name=" ")
 
-    assert await snapshot(harness.db) == before
+    assert await snapshot(journeys.db) == before
 
 
-async def test_seen_and_read_receipts_are_stamped_once(harness: Harness) -> None:
-    run_id = await waiting_mention(harness)
-    t = harness.tocsin
+async def test_seen_and_read_receipts_are_stamped_once(journeys: Journeys) -> None:
+    run = await waiting_mention(journeys)
+    t = journeys.tocsin
     [item] = await t.inbox(tenant_id="acme", recipient="user:42", unread_only=True)
 
     seen = await t.mark_seen(item.id, tenant_id="acme")
@@ -83,18 +81,18 @@ async def test_seen_and_read_receipts_are_stamped_once(harness: Harness) -> None
 
     assert seen.seen_at is not None and seen_again.seen_at == seen.seen_at
     # Seen is not read: this journey only listens for notification.read, so it keeps waiting.
-    assert (await t.get_run(run_id, tenant_id="acme")).run.state == "waiting"
+    assert (await t.get_run(run.id, tenant_id="acme")).run.state == "waiting"
     read = await t.mark_read(item.id, tenant_id="acme")
     assert read.read_at is not None
     assert await t.inbox(tenant_id="acme", recipient="user:42", unread_only=True) == []
     assert [i.id for i in await t.inbox(tenant_id="acme", recipient="user:42")] == [item.id]
-    assert (await harness.finish(run_id)).run.terminal_reason == "signal:notification.read"
+    assert (await journeys.run_to_end(run)).run.terminal_reason == "signal:notification.read"
     assert (await t.mark_read(item.id, tenant_id="acme")).read_at == read.read_at
 
 
-async def test_list_runs_pages_newest_first(harness: Harness) -> None:
-    ids = [await waiting_mention(harness, key=f"k{i}", recipient=f"user:{i}") for i in range(3)]
-    t = harness.tocsin
+async def test_list_runs_pages_newest_first(journeys: Journeys) -> None:
+    ids = [(await waiting_mention(journeys, key=f"k{i}", recipient=f"user:{i}")).id for i in range(3)]
+    t = journeys.tocsin
 
     first = await t.list_runs(tenant_id="acme", state="waiting", limit=2)
     second = await t.list_runs(tenant_id="acme", state="waiting", limit=2, cursor=first.next_cursor)
@@ -107,9 +105,7 @@ async def test_list_runs_pages_newest_first(harness: Harness) -> None:
 async def test_a_cancel_committed_while_temporal_is_unreachable_is_a_success(db: Database) -> None:
     run = await start(db, ESCALATION, now=datetime.now(UTC))
     await mark_workflow_started(db, run.id)  # its workflow was started, on a server that then went away
-    env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter, test_server_existing_path=wheel_binary("temporal-test-server")
-    )
+    env = await start_time_skipping_server()
     # Few retries, so that each call to the vanished server fails at once with UNAVAILABLE.
     client = await Client.connect(
         env.client.service_client.config.target_host,
@@ -135,14 +131,14 @@ async def test_a_cancel_committed_while_temporal_is_unreachable_is_a_success(db:
 
 
 async def test_tocsin_is_an_async_context_manager_that_closes_only_what_it_opened(
-    harness: Harness, fresh_db_url: str
+    journeys: Journeys, fresh_db_url: str
 ) -> None:
-    async with Tocsin(harness.db, harness.env.client) as given:
+    async with Tocsin(journeys.db, journeys.env.client) as given:
         await given.register_definition(ESCALATION)
     # The database it was given is still open.
-    assert [d.key for d in await harness.tocsin.list_definitions()] == ["mention_escalation"]
+    assert [d.key for d in await journeys.tocsin.list_definitions()] == ["mention_escalation"]
 
-    async with await Tocsin.connect(database_url=fresh_db_url, temporal_client=harness.env.client) as opened:
+    async with await Tocsin.connect(database_url=fresh_db_url, temporal_client=journeys.env.client) as opened:
         assert [d.key for d in await opened.list_definitions()] == ["mention_escalation"]
         pool = opened.db.engine.pool
     assert opened.db.engine.pool is not pool  # the pool it opened was disposed (a disposed engine gets a new one)

@@ -1,9 +1,11 @@
-"""Whole journeys on a real time-skipping Temporal server, a real Postgres and real channel peers."""
+"""Whole journeys on a real time-skipping Temporal server and a real Postgres, through tocsin.testing's
+`journeys` fixture (SPEC 13): recording channels stand in for the providers, scripted per test. The adapters
+themselves are tested against real SMTP and HTTP peers in tests/channels.
+"""
 
 from __future__ import annotations
 
 import itertools
-import json
 import time
 import uuid
 from datetime import timedelta
@@ -11,17 +13,16 @@ from typing import Any
 
 import pytest
 import recording
-from journey_harness import Harness
-from peers import HttpReply, SmtpReplies
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from tocsin import Tocsin
 from tocsin.core.contracts import CancelRequest, Round
-from tocsin.core.models import RunDetail
+from tocsin.core.models import Run, RunDetail
 from tocsin.db import Database
 from tocsin.examples import example
+from tocsin.testing import Action, Journeys
 
 MENTION = example("mention_escalation")
 
@@ -70,26 +71,32 @@ def assert_one_delivery_per_activation(detail: RunDetail) -> None:
     assert [t.seq for t in detail.transitions] == list(range(1, len(detail.transitions) + 1))
 
 
-async def record_history(harness: Harness, run_id: uuid.UUID, name: str) -> None:
-    await recording.record_history(harness.handle(run_id), name)
+async def record_history(journeys: Journeys, run: Run, name: str) -> None:
+    await recording.record_history(journeys.handle(run), name)
 
 
-async def start(harness: Harness, definition: dict[str, Any], data: dict[str, Any], **kw: Any) -> uuid.UUID:
-    await harness.tocsin.register_definition(definition)
-    run = await harness.tocsin.start_run(
+async def start(journeys: Journeys, definition: dict[str, Any], data: dict[str, Any], **script: list[Action]) -> Run:
+    """Register `definition`, script its channels (channel name = actions), start one run of it."""
+    await journeys.register(definition)
+    for channel, actions in script.items():
+        journeys.channels[channel].script(*actions)
+    return await journeys.tocsin.start_run(
         workflow_key=definition["key"],
         tenant_id="acme",
-        recipient=kw.pop("recipient", "email:ada@example.com"),
+        recipient="email:ada@example.com",
         data=data,
-        idempotency_key=kw.pop("idempotency_key", str(uuid.uuid4())),
+        idempotency_key=str(uuid.uuid4()),
     )
-    return run.id
 
 
-async def test_mention_journey_waits_two_hours_then_emails(harness: Harness) -> None:
-    run_id = await start(harness, MENTION, {"actor": "Grace", "excerpt": "see PR 12"})
+def waiting(detail: RunDetail) -> bool:
+    return detail.run.state == "waiting"
 
-    detail = await harness.finish(run_id)
+
+async def test_mention_journey_waits_two_hours_then_emails(journeys: Journeys) -> None:
+    run = await start(journeys, MENTION, {"actor": "Grace", "excerpt": "see PR 12"})
+
+    detail = await journeys.run_to_end(run)
 
     assert detail.run.state == "completed"
     assert reasons(detail) == [
@@ -108,43 +115,47 @@ async def test_mention_journey_waits_two_hours_then_emails(harness: Harness) -> 
     assert wait["due_at"] == (in_app.terminal_at + timedelta(hours=2)).isoformat()
     # The email went out when the wait elapsed, by the server's (skipped) clock.
     assert (email.created_at - in_app.terminal_at).total_seconds() >= 7200
-    [mail] = harness.smtp.received
-    assert mail.email["Subject"] == "You were mentioned"
-    assert mail.email.get_content().strip() == "Grace wrote: see PR 12"
-    assert mail.email["Message-ID"] == f"<{email.id}@tocsin.local>"
+    [mail] = journeys.channels["email"].messages
+    assert mail.content == {"subject": "You were mentioned", "body": "Grace wrote: see PR 12"}
+    assert (mail.delivery_id, mail.idempotency_key, mail.recipient) == (
+        email.id,
+        str(email.id),
+        "email:ada@example.com",
+    )
+    assert [m.delivery_id for m in journeys.channels["in_app"].messages] == [in_app.id]
     assert_one_delivery_per_activation(detail)
-    await record_history(harness, run_id, "mention_completed")
+    await record_history(journeys, run, "mention_completed")
 
 
-async def test_reading_the_notification_during_the_wait_stops_the_run_and_its_timer(harness: Harness) -> None:
-    run_id = await start(harness, MENTION, {"actor": "Grace", "excerpt": "see PR 12"})
-    waiting = await harness.until(run_id, lambda d: d.run.state == "waiting", "the run to wait")
-    status = await harness.handle(run_id).query("status", result_type=Round)
-    assert (status.kind, status.run.state, status.run.due_at) == ("waiting", "waiting", waiting.run.due_at)
-    [item] = await harness.tocsin.inbox(tenant_id="acme", recipient="email:ada@example.com")
-    assert item.id == waiting.deliveries[0].id
+async def test_reading_the_notification_during_the_wait_stops_the_run_and_its_timer(journeys: Journeys) -> None:
+    run = await start(journeys, MENTION, {"actor": "Grace", "excerpt": "see PR 12"})
+    waited = await journeys.until(run, waiting, what="the run to wait")
+    status = await journeys.handle(run).query("status", result_type=Round)
+    assert (status.kind, status.run.state, status.run.due_at) == ("waiting", "waiting", waited.run.due_at)
+    [item] = await journeys.tocsin.inbox(tenant_id="acme", recipient="email:ada@example.com")
+    assert item.id == waited.deliveries[0].id
 
-    await harness.tocsin.mark_read(item.id, tenant_id="acme")
-    detail = await harness.finish(run_id)
+    await journeys.tocsin.mark_read(item.id, tenant_id="acme")
+    detail = await journeys.run_to_end(run)
 
     assert detail.run.state == "stopped"
     assert detail.run.status_reason == "stopped_by_signal"
     assert detail.run.terminal_reason == "signal:notification.read"
     assert detail.run.due_at is None
     assert reasons(detail)[-1] == "signal_received"
-    assert len(detail.deliveries) == 1 and harness.smtp.received == []
-    history = await harness.handle(run_id).fetch_history()
+    assert len(detail.deliveries) == 1 and journeys.channels["email"].messages == []
+    history = await journeys.handle(run).fetch_history()
     event_types = [e.event_type for e in history.events]
     assert EventType.EVENT_TYPE_TIMER_CANCELED in event_types
     assert EventType.EVENT_TYPE_TIMER_FIRED not in event_types
-    await record_history(harness, run_id, "mention_read_during_wait")
+    await record_history(journeys, run, "mention_read_during_wait")
 
 
-async def test_dunning_journey_with_waits_of_days(harness: Harness) -> None:
-    run_id = await start(harness, DUNNING, {"invoice": "INV-7", "amount": "42 EUR"})
+async def test_dunning_journey_with_waits_of_days(journeys: Journeys) -> None:
+    run = await start(journeys, DUNNING, {"invoice": "INV-7", "amount": "42 EUR"})
     began = time.monotonic()
 
-    detail = await harness.finish(run_id)
+    detail = await journeys.run_to_end(run)
 
     elapsed = time.monotonic() - began
     print(f"dunning journey: 10 days of waits took {elapsed:.2f}s of wall time")
@@ -155,19 +166,19 @@ async def test_dunning_journey_with_waits_of_days(harness: Harness) -> None:
     assert first.terminal_at and reminder.terminal_at
     assert (reminder.created_at - first.terminal_at).days >= 3
     assert (final.created_at - reminder.terminal_at).days >= 7
-    assert [m.email["Subject"] for m in harness.smtp.received] == ["Invoice INV-7 is due", "Reminder: invoice INV-7"]
-    [hook] = harness.http.received
-    assert hook.json["content"] == {"event": "dunning.final", "invoice": "INV-7"}
-    assert hook.headers["idempotency-key"] == str(final.id)
+    emails = journeys.channels["email"].messages
+    assert [m.content["subject"] for m in emails] == ["Invoice INV-7 is due", "Reminder: invoice INV-7"]
+    [hook] = journeys.channels["webhook"].messages
+    assert hook.content == {"event": "dunning.final", "invoice": "INV-7"}
+    assert hook.idempotency_key == str(final.id)
     assert_one_delivery_per_activation(detail)
-    await record_history(harness, run_id, "dunning_completed")
+    await record_history(journeys, run, "dunning_completed")
 
 
-@pytest.mark.parametrize("smtp_server", [SmtpReplies(rcpt="550 5.1.1 no such user")], indirect=True)
-async def test_email_bounced_by_the_smtp_peer_takes_the_bounced_branch(harness: Harness) -> None:
-    run_id = await start(harness, BOUNCE_TO_WEBHOOK, {"name": "Ada"})
+async def test_a_bounced_email_takes_the_bounced_branch(journeys: Journeys) -> None:
+    run = await start(journeys, BOUNCE_TO_WEBHOOK, {"name": "Ada"}, email=["bounce"])
 
-    detail = await harness.finish(run_id)
+    detail = await journeys.run_to_end(run)
 
     email, hook_delivery = detail.deliveries
     assert (email.status, email.suppression_reason, email.attempt_count) == ("cancelled", "bounced", 1)
@@ -175,34 +186,33 @@ async def test_email_bounced_by_the_smtp_peer_takes_the_bounced_branch(harness: 
     assert progressed.context["workflow_outcome"] == "bounced"
     assert progressed.context["attempt_error_class"] == "bounced"
     assert hook_delivery.status == "succeeded"
-    [hook] = harness.http.received
-    assert hook.json["content"] == {"event": "email.bounced", "name": "Ada"}
+    [hook] = journeys.channels["webhook"].messages
+    assert hook.content == {"event": "email.bounced", "name": "Ada"}
     assert detail.run.state == "completed"
-    await record_history(harness, run_id, "bounce_to_webhook")
+    await record_history(journeys, run, "bounce_to_webhook")
 
 
-async def test_bounce_reported_later_by_the_provider_takes_the_bounced_branch(harness: Harness) -> None:
-    definition = json.loads(json.dumps(BOUNCE_TO_WEBHOOK).replace('"channel": "email"', '"channel": "email_relay"'))
-    definition["key"] = "bounce_feedback"
-    run_id = await start(harness, definition, {"name": "Ada"})
-    accepted = await harness.until(
-        run_id, lambda d: len(d.attempts) == 1 and d.deliveries[0].status == "dispatched", "the relay to accept"
+async def test_bounce_reported_later_by_the_provider_takes_the_bounced_branch(journeys: Journeys) -> None:
+    definition = BOUNCE_TO_WEBHOOK | {"key": "bounce_feedback"}
+    run = await start(journeys, definition, {"name": "Ada"}, email=["awaiting_feedback"])
+    accepted = await journeys.until(
+        run, lambda d: len(d.attempts) == 1 and d.deliveries[0].status == "dispatched", what="the relay to accept"
     )
-    assert len(harness.smtp.received) == 1
+    assert len(journeys.channels["email"].messages) == 1
 
-    await harness.tocsin.record_delivery_outcome(
+    await journeys.tocsin.record_delivery_outcome(
         accepted.deliveries[0].id, tenant_id="acme", outcome="bounced", error="5.1.1 mailbox unavailable"
     )
-    detail = await harness.finish(run_id)
+    detail = await journeys.run_to_end(run)
 
     email, hook_delivery = detail.deliveries
     assert (email.status, email.suppression_reason) == ("cancelled", "bounced")
     assert [a.outcome for a in detail.attempts if a.delivery_id == email.id] == ["succeeded", "bounced"]
-    assert hook_delivery.status == "succeeded" and len(harness.http.received) == 1
+    assert hook_delivery.status == "succeeded" and len(journeys.channels["webhook"].messages) == 1
     assert detail.run.state == "completed"
 
     # A second, late report on a terminal delivery is evidence only: an attempt row, a signal, no move.
-    late = await harness.tocsin.record_delivery_outcome(email.id, tenant_id="acme", outcome="delivered")
+    late = await journeys.tocsin.record_delivery_outcome(email.id, tenant_id="acme", outcome="delivered")
     assert (late.status, late.suppression_reason) == ("cancelled", "bounced")
 
 
@@ -225,49 +235,49 @@ RETRYING: dict[str, Any] = {
 }
 
 
-@pytest.mark.parametrize("http_server", [HttpReply(status=503, body=b"{}")], indirect=True)
-async def test_temporary_failures_are_retried_then_retries_exhausted_is_taken(harness: Harness) -> None:
-    run_id = await start(harness, RETRYING, {})
+async def test_temporary_failures_are_retried_then_retries_exhausted_is_taken(journeys: Journeys) -> None:
+    run = await start(journeys, RETRYING, {}, webhook=["temp"])
 
-    detail = await harness.finish(run_id)
+    detail = await journeys.run_to_end(run)
 
     hook, email = detail.deliveries
     assert (hook.status, hook.suppression_reason, hook.attempt_count) == ("cancelled", "retries_exhausted", 3)
     hook_attempts = [a for a in detail.attempts if a.delivery_id == hook.id]
-    assert [(a.outcome, a.error_class, a.error) for a in hook_attempts] == [("failed", "temporary", "http_503")] * 3
+    assert [(a.outcome, a.error_class, a.error) for a in hook_attempts] == [
+        ("failed", "temporary", "scripted_temporary_failure")
+    ] * 3
     # Backoff on durable timers: 30 s, then 60 s between the attempts.
     gaps = [(b.created_at - a.created_at).total_seconds() for a, b in itertools.pairwise(hook_attempts)]
     assert gaps[0] >= 30 and gaps[1] >= 60
-    assert {r.headers["idempotency-key"] for r in harness.http.received} == {str(hook.id)}
-    assert len(harness.http.received) == 3
-    assert email.status == "succeeded" and len(harness.smtp.received) == 1
+    sent = journeys.channels["webhook"].messages
+    assert len(sent) == 3 and {m.idempotency_key for m in sent} == {str(hook.id)}
+    assert email.status == "succeeded" and len(journeys.channels["email"].messages) == 1
     progressed = next(t for t in detail.transitions if t.reason == "progressed_on_delivery_outcome")
     assert progressed.context["workflow_outcome"] == "retries_exhausted"
-    await record_history(harness, run_id, "retries_exhausted")
+    await record_history(journeys, run, "retries_exhausted")
 
 
-@pytest.mark.parametrize("http_server", [HttpReply(status=400, body=b"{}")], indirect=True)
-async def test_a_permanent_failure_is_not_retried(harness: Harness) -> None:
-    run_id = await start(harness, RETRYING, {})
+async def test_a_permanent_failure_is_not_retried(journeys: Journeys) -> None:
+    run = await start(journeys, RETRYING, {}, webhook=["perm"])
 
-    detail = await harness.finish(run_id)
+    detail = await journeys.run_to_end(run)
 
     [hook] = detail.deliveries
     assert (hook.status, hook.suppression_reason, hook.attempt_count) == ("cancelled", "permanent_failure", 1)
-    assert len(harness.http.received) == 1
+    assert len(journeys.channels["webhook"].messages) == 1
     assert (detail.run.state, detail.run.terminal_reason) == ("stopped", "rule:permanent_failure")
 
 
-async def test_cancel_through_the_update_stops_a_waiting_run(harness: Harness) -> None:
-    run_id = await start(harness, MENTION, {"actor": "Grace", "excerpt": "x"})
-    await harness.until(run_id, lambda d: d.run.state == "waiting", "the run to wait")
+async def test_cancel_through_the_update_stops_a_waiting_run(journeys: Journeys) -> None:
+    run = await start(journeys, MENTION, {"actor": "Grace", "excerpt": "x"})
+    await journeys.until(run, waiting, what="the run to wait")
     # The update's validator refuses a blank reason before anything runs.
     with pytest.raises(WorkflowUpdateFailedError):
-        await harness.handle(run_id).execute_update("cancel", CancelRequest(tenant_id="acme", reason="  "))
-    assert (await harness.tocsin.get_run(run_id, tenant_id="acme")).run.state == "waiting"
+        await journeys.handle(run).execute_update("cancel", CancelRequest(tenant_id="acme", reason="  "))
+    assert (await journeys.tocsin.get_run(run.id, tenant_id="acme")).run.state == "waiting"
 
-    cancelled = await harness.tocsin.cancel_run(run_id, tenant_id="acme", reason="unsubscribed")
-    detail = await harness.finish(run_id)
+    cancelled = await journeys.tocsin.cancel_run(run.id, tenant_id="acme", reason="unsubscribed")
+    detail = await journeys.run_to_end(run)
 
     assert (cancelled.state, cancelled.status_reason, cancelled.terminal_reason) == (
         "stopped",
@@ -275,15 +285,15 @@ async def test_cancel_through_the_update_stops_a_waiting_run(harness: Harness) -
         "unsubscribed",
     )
     assert reasons(detail)[-1] == "workflow_cancelled"
-    assert harness.smtp.received == []
+    assert journeys.channels["email"].messages == []
     # The run has finished: another cancel returns it as it is.
-    again = await harness.tocsin.cancel_run(run_id, tenant_id="acme", reason="again")
+    again = await journeys.tocsin.cancel_run(run.id, tenant_id="acme", reason="again")
     assert again.terminal_reason == "unsubscribed"
-    await record_history(harness, run_id, "cancelled_while_waiting")
+    await record_history(journeys, run, "cancelled_while_waiting")
 
 
-async def test_duplicate_start_and_duplicate_wakes_never_duplicate_a_delivery(harness: Harness) -> None:
-    await harness.tocsin.register_definition(MENTION)
+async def test_duplicate_start_and_duplicate_wakes_never_duplicate_a_delivery(journeys: Journeys) -> None:
+    await journeys.register(MENTION)
     kwargs: dict[str, Any] = {
         "workflow_key": "mention_escalation",
         "tenant_id": "acme",
@@ -291,33 +301,35 @@ async def test_duplicate_start_and_duplicate_wakes_never_duplicate_a_delivery(ha
         "data": {"actor": "Grace", "excerpt": "x"},
         "idempotency_key": "mention-123",
     }
-    first = await harness.tocsin.start_run(**kwargs)
-    second = await harness.tocsin.start_run(**kwargs)
+    first = await journeys.tocsin.start_run(**kwargs)
+    second = await journeys.tocsin.start_run(**kwargs)
     assert first.id == second.id
-    handle = harness.handle(first.id)
-    await harness.until(first.id, lambda d: d.run.state == "waiting", "the run to wait")
+    handle = journeys.handle(first)
+    await journeys.until(first, waiting, what="the run to wait")
     for _ in range(5):
         await handle.signal("wake")
 
-    detail = await harness.finish(first.id)
+    detail = await journeys.run_to_end(first)
     for _ in range(3):  # out of order: after the run finished
-        await harness.tocsin.record_delivery_outcome(detail.deliveries[1].id, tenant_id="acme", outcome="delivered")
+        await journeys.tocsin.record_delivery_outcome(detail.deliveries[1].id, tenant_id="acme", outcome="delivered")
 
-    detail = await harness.tocsin.get_run(first.id, tenant_id="acme")
+    detail = await journeys.tocsin.get_run(first.id, tenant_id="acme")
     assert detail.run.state == "completed"
     assert [d.step_key for d in detail.deliveries] == ["in_app", "email"]
-    assert len(harness.smtp.received) == 1
+    assert len(journeys.channels["email"].messages) == 1
     assert_one_delivery_per_activation(detail)
     assert [d.attempt_count for d in detail.deliveries] == [1, 1]
     history = await handle.fetch_history()
     started = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED]
     assert len(started) == 1
-    await record_history(harness, first.id, "duplicate_wakes")
+    await record_history(journeys, first, "duplicate_wakes")
 
 
-async def test_cancel_without_a_worker_falls_back_to_postgres(time_env: WorkflowEnvironment, db: Database) -> None:
+async def test_cancel_without_a_worker_falls_back_to_postgres(
+    tocsin_temporal: WorkflowEnvironment, tocsin_db: Database
+) -> None:
     # No worker polls this task queue: the workflow never takes the update, so cancel must not hang.
-    tocsin = Tocsin(db, time_env.client, task_queue=f"nobody-{uuid.uuid4()}")
+    tocsin = Tocsin(tocsin_db, tocsin_temporal.client, task_queue=f"nobody-{uuid.uuid4()}")
     tocsin.update_timeout = timedelta(seconds=1)
     await tocsin.register_definition(MENTION)
     run = await tocsin.start_run(

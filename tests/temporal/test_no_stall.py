@@ -12,13 +12,13 @@ from datetime import timedelta
 from typing import Any
 
 import recording
-from journey_harness import Harness, eventually
 from sqlalchemy import update
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 
-from tocsin.core.models import RunDetail, Transition
+from tocsin.core.models import Run, RunDetail, Transition
 from tocsin.db import tables as t
+from tocsin.testing import Action, Journeys, RecordingChannel, eventually
 
 # Each workflow task has its own workflow.now(): "at once" is the real time between tasks, far below a minute.
 AT_ONCE = timedelta(minutes=1)
@@ -45,7 +45,8 @@ RENDER_FAILS: dict[str, Any] = {
     ],
 }
 
-# No adapter is configured for "sms": the delivery becomes terminal (permanent_failure) at dispatch.
+# The worker has no adapter for "sms" (it is left out of the recording channels): the delivery becomes
+# terminal (permanent_failure) at dispatch.
 NO_ADAPTER: dict[str, Any] = {
     "key": "sms_then_in_app",
     "version": 1,
@@ -61,16 +62,18 @@ NO_ADAPTER: dict[str, Any] = {
 }
 
 
-async def start(harness: Harness, definition: dict[str, Any], data: dict[str, Any]) -> uuid.UUID:
-    await harness.tocsin.register_definition(definition)
-    run = await harness.tocsin.start_run(
+async def start(journeys: Journeys, definition: dict[str, Any], data: dict[str, Any], **script: list[Action]) -> Run:
+    """Register `definition` with recording channels, script them (channel name = actions), start a run."""
+    await journeys.register(definition)
+    for channel, actions in script.items():
+        journeys.channels[channel].script(*actions)
+    return await journeys.tocsin.start_run(
         workflow_key=definition["key"],
         tenant_id="acme",
         recipient="email:ada@example.com",
         data=data,
         idempotency_key=str(uuid.uuid4()),
     )
-    return run.id
 
 
 def activation_of(detail: RunDetail, step_key: str) -> Transition:
@@ -78,22 +81,22 @@ def activation_of(detail: RunDetail, step_key: str) -> Transition:
     return activated
 
 
-async def history_events(harness: Harness, run_id: uuid.UUID) -> list[HistoryEvent]:
-    return list((await harness.handle(run_id).fetch_history()).events)
+async def history_events(journeys: Journeys, run: Run) -> list[HistoryEvent]:
+    return list((await journeys.handle(run).fetch_history()).events)
 
 
 def of_type(events: list[HistoryEvent], kind: EventType.ValueType) -> list[HistoryEvent]:
     return [e for e in events if e.event_type == kind]
 
 
-async def timers_started(harness: Harness, run_id: uuid.UUID, count: int) -> list[HistoryEvent]:
+async def timers_started(journeys: Journeys, run: Run, count: int) -> list[HistoryEvent]:
     """The timers the workflow started, once there are `count` of them."""
 
     async def enough() -> list[HistoryEvent] | None:
-        timers = of_type(await history_events(harness, run_id), EventType.EVENT_TYPE_TIMER_STARTED)
+        timers = of_type(await history_events(journeys, run), EventType.EVENT_TYPE_TIMER_STARTED)
         return timers if len(timers) >= count else None
 
-    return await eventually(enough, what=f"{count} timer(s) in the history of run {run_id}")
+    return await eventually(enough, what=f"{count} timer(s) in the history of run {run.id}")
 
 
 def progress_rounds(events: list[HistoryEvent]) -> int:
@@ -103,33 +106,39 @@ def progress_rounds(events: list[HistoryEvent]) -> int:
     )
 
 
-async def test_a_render_failure_is_progressed_at_once_not_after_a_safety_recheck(harness: Harness) -> None:
-    run_id = await start(harness, RENDER_FAILS, {"name": "Ada"})
+async def test_a_render_failure_is_progressed_at_once_not_after_a_safety_recheck(journeys: Journeys) -> None:
+    run = await start(journeys, RENDER_FAILS, {"name": "Ada"})
 
-    detail = await harness.finish(run_id)
+    detail = await journeys.run_to_end(run)
 
     assert detail.run.state == "completed"
     welcome, plan, fallback = detail.deliveries
     assert (plan.status, plan.suppression_reason, plan.attempt_count) == ("suppressed", "render_failed", 0)
     assert welcome.status == fallback.status == "succeeded"
     assert fallback.content == {"title": "Pick a plan, Ada"}
-    assert harness.smtp.received == []
+    assert journeys.channels["email"].messages == []
     # The step after the render failure was activated at the workflow time the failed one was, not 6 h on.
     planned, next_step = activation_of(detail, "plan"), activation_of(detail, "fallback")
     assert next_step.created_at - planned.created_at < AT_ONCE, (planned.created_at, next_step.created_at)
     assert detail.transitions[-1].reason == "workflow_completed"
     assert detail.transitions[-1].created_at - detail.run.started_at < AT_ONCE
-    events = await history_events(harness, run_id)
+    events = await history_events(journeys, run)
     assert of_type(events, EventType.EVENT_TYPE_TIMER_STARTED) == []
     # The versioning marker of the new path is in the history (it replays under tests/temporal/test_replay.py).
     assert of_type(events, EventType.EVENT_TYPE_MARKER_RECORDED)
-    await recording.record_history(harness.handle(run_id), "render_failure_progressed_at_once")
+    await recording.record_history(journeys.handle(run), "render_failure_progressed_at_once")
 
 
-async def test_a_delivery_terminal_at_dispatch_is_progressed_at_once(harness: Harness) -> None:
-    run_id = await start(harness, NO_ADAPTER, {"code": "1234"})
+async def test_a_delivery_terminal_at_dispatch_is_progressed_at_once(journeys: Journeys) -> None:
+    # Registered through Tocsin itself, not journeys.register: "sms" gets no recording channel.
+    journeys.channels["in_app"] = RecordingChannel()
+    await journeys.tocsin.register_definition(NO_ADAPTER)
+    run = await journeys.tocsin.start_run(
+        workflow_key="sms_then_in_app", tenant_id="acme", recipient="user:42", data={"code": "1234"},
+        idempotency_key=str(uuid.uuid4()),
+    )  # fmt: skip
 
-    detail = await harness.finish(run_id)
+    detail = await journeys.run_to_end(run)
 
     assert detail.run.state == "completed"
     sms, in_app = detail.deliveries
@@ -137,13 +146,13 @@ async def test_a_delivery_terminal_at_dispatch_is_progressed_at_once(harness: Ha
     assert [(a.outcome, a.error) for a in detail.attempts if a.delivery_id == sms.id] == [
         ("rejected", "no_channel_adapter")
     ]
-    assert in_app.status == "succeeded"
+    assert in_app.status == "succeeded" and len(journeys.channels["in_app"].messages) == 1
     assert sms.terminal_at is not None
     assert activation_of(detail, "in_app").created_at - sms.terminal_at < AT_ONCE
-    assert of_type(await history_events(harness, run_id), EventType.EVENT_TYPE_TIMER_STARTED) == []
+    assert of_type(await history_events(journeys, run), EventType.EVENT_TYPE_TIMER_STARTED) == []
 
 
-async def test_a_noop_on_a_terminal_delivery_waits_instead_of_spinning(harness: Harness) -> None:
+async def test_a_noop_on_a_terminal_delivery_waits_instead_of_spinning(journeys: Journeys) -> None:
     # The relay accepts the email and the provider's report is awaited: the run has nothing to do.
     definition = {
         "key": "awaiting_report",
@@ -158,25 +167,25 @@ async def test_a_noop_on_a_terminal_delivery_waits_instead_of_spinning(harness: 
             {"key": "hook", "channel": "webhook", "content": {"event": "bounced"}},
         ],
     }
-    run_id = await start(harness, definition, {"name": "Ada"})
+    run = await start(journeys, definition, {"name": "Ada"}, email_relay=["awaiting_feedback"])
 
-    detail = await harness.until(run_id, lambda d: d.deliveries[0].status == "dispatched", "the relay to accept")
-    [waiting] = await timers_started(harness, run_id, 1)
+    detail = await journeys.until(run, lambda d: d.deliveries[0].status == "dispatched", what="the relay to accept")
+    [waiting] = await timers_started(journeys, run, 1)
     assert waiting.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta() == timedelta(hours=6)
-    rounds = progress_rounds(await history_events(harness, run_id))
+    rounds = progress_rounds(await history_events(journeys, run))
     # The delivery is made terminal behind the engine's back in a way no rule branches on (corrupt data):
     # every round on it is a noop, and a noop must lead to a wait, not to another round at once.
-    async with harness.db.transaction() as conn:
+    async with journeys.db.transaction() as conn:
         await conn.execute(
             update(t.deliveries)
             .where(t.deliveries.c.id == detail.deliveries[0].id)
             .values(status="cancelled", suppression_reason="superseded", terminal_at=t.deliveries.c.updated_at)
         )
 
-    await harness.handle(run_id).signal("wake")
+    await journeys.handle(run).signal("wake")
 
-    await timers_started(harness, run_id, 2)
-    events = await history_events(harness, run_id)
+    await timers_started(journeys, run, 2)
+    events = await history_events(journeys, run)
     assert progress_rounds(events) == rounds + 1
-    status = (await harness.tocsin.get_run(run_id, tenant_id="acme")).run
+    status = (await journeys.tocsin.get_run(run.id, tenant_id="acme")).run
     assert (status.state, status.current_step) == ("active", "email")

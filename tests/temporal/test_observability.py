@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-from journey_harness import eventually
 from peers import free_port
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
@@ -39,6 +38,7 @@ from tocsin.logs import (
 )
 from tocsin.settings import Settings
 from tocsin.temporal.connect import connect_from_settings
+from tocsin.testing import eventually
 
 NOTICE: dict[str, Any] = {
     "key": "observability_notice",

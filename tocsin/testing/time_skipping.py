@@ -6,7 +6,7 @@ environment client's `start_workflow` lets time skip while its `result()` is awa
 and the public `WorkflowEnvironment.sleep` only skips a fixed duration. tocsin starts its workflows itself
 (`Tocsin.start_run`), so `skipping_client` gives it a client that keeps the handles it is handed.
 
-Plain module, no pytest: the journey harness (tests/) and the journey benchmark (bench/) both use it.
+Plain module, no pytest: the `journeys` fixture (tocsin.testing) and the journey benchmark (bench/) use it.
 """
 
 from __future__ import annotations
