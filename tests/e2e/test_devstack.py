@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import re
@@ -13,14 +14,25 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 from peers import free_port
 
 from tocsin import Tocsin
+from tocsin.http import issue_token
 from tocsin.testing import eventually
 
 TOCSIN = str(Path(sys.executable).parent / "tocsin")
 ONE_STEP = {"key": "hello", "version": 1, "steps": [{"key": "note", "channel": "in_app", "content": {"title": "hi"}}]}
+# What `tocsin dev` prints of its inbox: the row of its addresses, and how to make a feed page's token.
+INBOX_ROW = re.compile(r"^\s*Inbox\s+(http://127\.0\.0\.1:(\d+)/) ")
+FEED_HINT = re.compile(r"^Feed page of a recipient: \S+#token=TOKEN, TOKEN from tocsin\.http\.issue_token\('([^']+)',")
+
+
+def token_payload(token: str) -> dict[str, object]:
+    """The claims of an inbox token (`<payload>.<signature>`, base64url JSON): read, not verified."""
+    payload = token.split(".")[0]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
 
 
 def stack_env(columns: int = 300) -> dict[str, str]:
@@ -43,6 +55,7 @@ async def dev(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process,
     """`tocsin dev` started in `tmp_path` (its data in the default ./.tocsin) in an 80-column terminal."""
     process = await asyncio.create_subprocess_exec(
         TOCSIN, "dev", "--temporal-port", str(free_port()), "--ui-port", str(free_port()),
+        "--inbox-port", str(free_port()),
         env=stack_env(columns=80), cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     lines: list[str] = []
@@ -94,6 +107,19 @@ async def test_tocsin_dev_runs_a_journey_and_stops_cleanly_on_ctrl_c(
 
         await eventually(completed, within=60, what="the journey to complete under `tocsin dev`")
 
+        # The inbox app on its own port: the feed page without a token, the API with one signed by the secret
+        # `tocsin dev` printed; the journey's in-app note is the item.
+        [inbox_url] = [m.group(1) for line in lines if (m := INBOX_ROW.match(line))]
+        [secret] = [m.group(1) for line in lines if (m := FEED_HINT.match(line))]
+        token = issue_token(secret, tenant_id="acme", recipient="user:1")
+        async with httpx.AsyncClient(base_url=inbox_url) as http:
+            page = await http.get("/")
+            assert (page.status_code, page.headers["content-type"].split(";")[0]) == (200, "text/html")
+            assert (await http.get("/v1/inbox")).status_code == 401
+            inbox = (await http.get("/v1/inbox", headers={"Authorization": f"Bearer {token}"})).json()
+        assert [item["content"] for item in inbox["items"]] == [{"title": "hi"}]
+        assert inbox["unread_count"] == 1
+
         code, out, err = await run_cli("runs", "show", str(run.id), "--tenant", "acme", "--json", cwd=folder)
         assert (code, json.loads(out)["run"]["state"]) == (0, "completed"), err
         signal_args = ("signal", "--tenant", "acme", "--recipient", "user:1", "--name", "notification.read")
@@ -123,6 +149,25 @@ async def test_tocsin_dev_with_its_port_taken_says_so_in_one_line(tmp_path: Path
     assert "Traceback" not in err
 
 
+async def test_tocsin_dev_with_its_inbox_port_taken_says_so_in_one_line_before_starting_anything(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "stack"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, out, err = await run_cli(
+            "dev", "--root", str(root), "--temporal-port", str(free_port()), "--ui-port", str(free_port()),
+            "--inbox-port", str(port),
+        )  # fmt: skip
+    assert (code, out) == (1, "")
+    assert err.splitlines() == [
+        f"error: port {port} (inbox) is in use: is another `tocsin dev` running? Stop it or pass --inbox-port"
+    ]
+    assert not root.exists()  # refused before Postgres or Temporal were started
+
+
 async def test_tocsin_dev_with_a_broken_temporal_database_says_why_in_one_line(tmp_path: Path) -> None:
     root = tmp_path / "stack"
     root.mkdir()
@@ -140,9 +185,20 @@ async def test_tocsin_dev_with_a_broken_temporal_database_says_why_in_one_line(t
 async def test_tocsin_demo_finishes_both_journeys(tmp_path: Path) -> None:
     code, out, _ = await run_cli(
         "demo", "--wait", "4", "--root", str(tmp_path / "stack"),
-        "--temporal-port", str(free_port()), "--ui-port", str(free_port()),
+        "--temporal-port", str(free_port()), "--ui-port", str(free_port()), "--inbox-port", str(free_port()),
     )  # fmt: skip
     assert code == 0, out
     assert "demo finished: ada completed, grace stopped" in out
-    assert "signal:notification.read" in out
+    # A feed page for each recipient, its token for that recipient of the demo tenant, whole on one line.
+    feeds = dict(re.findall(r"^Feed of (user:\w+): (http://127\.0\.0\.1:\d+/#token=\S+)$", out, re.MULTILINE))
+    assert sorted(feeds) == ["user:ada", "user:grace"]
+    for recipient, url in feeds.items():
+        claims = token_payload(url.split("#token=", 1)[1])
+        assert (claims["tenant"], claims["recipient"]) == ("demo", recipient)
+    # Grace's read went to the served inbox API, and that is what stopped her run.
+    [read] = re.findall(r"^grace read her notification: POST (\S+) -> 200$", out, re.MULTILINE)
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/v1/inbox/[0-9a-f-]{36}/read", read)
+    assert read.startswith(feeds["user:grace"].split("#")[0])
+    grace_trail = out.split("audit trail: grace", 1)[1]
+    assert "signal:notification.read" in grace_trail
     assert re.search(r"Web UI: http://127\.0\.0\.1:\d+/namespaces/default/workflows/tocsin-run-", out)

@@ -35,7 +35,8 @@ from temporalio.service import RPCError
 from typer.core import TyperGroup
 
 from tocsin import engine
-from tocsin.cli.devstack import CONNECTION_FILE, DEFAULT_ROOT, run_dev, running_connection
+from tocsin.cli.definitions import check, graph, warn_unknown_channels
+from tocsin.cli.devstack import CONNECTION_FILE, DEFAULT_INBOX_PORT, DEFAULT_ROOT, run_dev, running_connection
 from tocsin.cli.errors import EnvironmentFault, lowercase_first, os_cause, temporal_unreachable
 from tocsin.cli.render import as_json, definitions_table, run_timeline, runs_view
 from tocsin.client import Tocsin, utcnow
@@ -99,7 +100,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
-definitions_app = typer.Typer(help="Register and list journey definitions.", no_args_is_help=True)
+definitions_app = typer.Typer(help="Register, list, check and draw journey definitions.", no_args_is_help=True)
 runs_app = typer.Typer(help="Start, show, list and cancel runs.", no_args_is_help=True)
 deliveries_app = typer.Typer(help="Report what a provider said about a delivery.", no_args_is_help=True)
 app.add_typer(definitions_app, name="definitions")
@@ -308,6 +309,7 @@ Data = Annotated[str | None, typer.Option("--data", help="A JSON object.", show_
 Root = Annotated[Path, typer.Option("--root", help="Where the embedded Postgres and Temporal keep their data.")]
 TemporalPort = Annotated[int, typer.Option("--temporal-port", help="Port of the Temporal dev server.")]
 UiPort = Annotated[int, typer.Option("--ui-port", help="Port of the Temporal Web UI.")]
+InboxPort = Annotated[int, typer.Option("--inbox-port", help="Port of the inbox app (the feed page and its API).")]
 
 
 # --- commands ----------------------------------------------------------------------------------------
@@ -337,6 +339,7 @@ async def worker(database_url: DatabaseUrl = None, temporal_address: TemporalAdd
     client = await open_temporal(settings, telemetry=True)
     async with await open_database(settings) as db:
         channels = channels_from_settings(settings)
+        await warn_unknown_channels(db, channels)
         journeys = build_worker(client, db, task_queue=settings.task_queue, channels=channels)
         await ensure_reconcile_schedule(
             client, task_queue=settings.task_queue, grace_seconds=settings.reconcile_grace_seconds
@@ -349,12 +352,20 @@ async def worker(database_url: DatabaseUrl = None, temporal_address: TemporalAdd
 
 
 @command(app)
-async def dev(root: Root = DEFAULT_ROOT, temporal_port: TemporalPort = 7233, ui_port: UiPort = 8233) -> None:
-    """Run a local stack: embedded Postgres, Temporal dev server with Web UI, and a worker, until Ctrl-C.
+async def dev(
+    root: Root = DEFAULT_ROOT,
+    temporal_port: TemporalPort = 7233,
+    ui_port: UiPort = 8233,
+    inbox_port: InboxPort = DEFAULT_INBOX_PORT,
+) -> None:
+    """Run a local stack: embedded Postgres, Temporal dev server with Web UI, a worker, and the inbox app with
+    its feed page, until Ctrl-C.
 
     TOCSIN_DATABASE_URL or TEMPORAL_ADDRESS, when set, are used instead of the embedded servers.
     """
-    await run_dev(environment_settings(), root=root, temporal_port=temporal_port, ui_port=ui_port)
+    await run_dev(
+        environment_settings(), root=root, temporal_port=temporal_port, ui_port=ui_port, inbox_port=inbox_port
+    )
 
 
 @command(app)
@@ -362,6 +373,7 @@ async def demo(
     root: Root = DEFAULT_ROOT,
     temporal_port: TemporalPort = 7233,
     ui_port: UiPort = 8233,
+    inbox_port: InboxPort = DEFAULT_INBOX_PORT,
     wait: Annotated[int, typer.Option("--wait", min=1, help="Seconds the sample journey waits.")] = 20,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the stack running after the demo.")] = False,
 ) -> None:
@@ -373,6 +385,7 @@ async def demo(
         root=root,
         temporal_port=temporal_port,
         ui_port=ui_port,
+        inbox_port=inbox_port,
         wait_seconds=wait,
         keep=keep,
     )
@@ -403,6 +416,11 @@ async def definitions_list(json_output: JsonOutput = False, database_url: Databa
         typer.echo(as_json(records))
     else:
         show(lambda _: definitions_table(records))
+
+
+# `definitions check` and `definitions graph` need neither a database nor a server (tocsin/cli/definitions.py).
+command(definitions_app, "check")(check)
+command(definitions_app, "graph")(graph)
 
 
 @command(runs_app, "start")

@@ -1,4 +1,5 @@
-"""The local dev stack: embedded Postgres + Temporal dev server (with Web UI) + a worker, from wheels only.
+"""The local dev stack: embedded Postgres + Temporal dev server (with Web UI) + a worker + the inbox app
+(tocsin.http, on its own port), from wheels only.
 
 Data lives under `./.tocsin/` and is kept between runs. With TOCSIN_DATABASE_URL or TEMPORAL_ADDRESS set,
 that part of the stack is used as it is instead of being started here. While it runs, `tocsin dev` keeps
@@ -16,8 +17,10 @@ import subprocess
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 from pydantic import BaseModel, ValidationError
@@ -33,10 +36,16 @@ from tocsin.db import Database
 from tocsin.settings import Settings
 from tocsin.temporal.connect import connect_temporal, search_attribute_flags
 
+if TYPE_CHECKING:  # imported on use: FastAPI and uvicorn are the `http` extra, and only the stack needs them
+    from tocsin.http.serve import InboxServer
+
 DATABASE = "tocsin"
 STARTUP_SECONDS = 60.0
 DEFAULT_ROOT = Path(".tocsin")
 CONNECTION_FILE = "connection.json"
+# The inbox app's port: clear of Temporal's 7233/8233, Postgres's 5432, and the 8025 of the mail catchers
+# (Mailpit, MailHog) a developer of email journeys may well run beside it.
+DEFAULT_INBOX_PORT = 8234
 
 
 class DevStackError(EnvironmentFault):
@@ -51,6 +60,7 @@ class DevStack:
     temporal_address: str
     namespace: str
     ui_url: str | None
+    inbox: InboxServer | None = None
 
     def export_line(self) -> Text:
         """The shell line that points another shell at this stack, to print with `soft_wrap=True`: whole on
@@ -107,14 +117,16 @@ def running_connection(root: Path) -> DevConnection | None:
     return connection
 
 
+def port_in_use(port: int, what: str, option: str) -> DevStackError:
+    return DevStackError(f"port {port} ({what}) is in use: is another `tocsin dev` running? Stop it or pass {option}")
+
+
 def ensure_port_free(port: int, what: str, option: str) -> None:
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
-            raise DevStackError(
-                f"port {port} ({what}) is in use: is another `tocsin dev` running? Stop it or pass {option}"
-            ) from None
+            raise port_in_use(port, what, option) from None
 
 
 @contextlib.asynccontextmanager
@@ -203,9 +215,23 @@ async def wait_until_up(address: str, namespace: str, process: asyncio.subproces
             await asyncio.sleep(0.25)
 
 
+def inbox_app(db: Database, client: Client, *, port: int, task_queue: str) -> AbstractAsyncContextManager[InboxServer]:
+    """The inbox app served on `port`, its reads waking runs through the stack's Temporal at once."""
+    try:
+        from tocsin.http.serve import serve_inbox
+    except ImportError as exc:
+        raise DevStackError("serving the inbox needs the 'http' extra: pip install 'tocsin[http]'") from exc
+    return serve_inbox(db, port=port, temporal=client, task_queue=task_queue)
+
+
 @contextlib.asynccontextmanager
-async def dev_stack(settings: Settings, *, root: Path, temporal_port: int, ui_port: int) -> AsyncIterator[DevStack]:
-    """Start (or reuse, per settings) Postgres and Temporal, migrate, and yield connections to both."""
+async def dev_stack(
+    settings: Settings, *, root: Path, temporal_port: int, ui_port: int, inbox_port: int | None = None
+) -> AsyncIterator[DevStack]:
+    """Start (or reuse, per settings) Postgres and Temporal, migrate, and yield connections to both; with
+    `inbox_port`, the inbox app is served there too."""
+    if inbox_port is not None:
+        ensure_port_free(inbox_port, "inbox", "--inbox-port")  # before the slow servers start
     async with contextlib.AsyncExitStack() as stack:
         if settings.database_url:
             database_url = settings.database_url
@@ -226,7 +252,15 @@ async def dev_stack(settings: Settings, *, root: Path, temporal_port: int, ui_po
             client = await connect_temporal(address, namespace=settings.temporal_namespace)
         except RuntimeError as exc:
             raise temporal_unreachable(address, exc) from exc
-        yield DevStack(db, client, database_url, address, settings.temporal_namespace, ui_url)
+        inbox = None
+        if inbox_port is not None:
+            try:
+                inbox = await stack.enter_async_context(
+                    inbox_app(db, client, port=inbox_port, task_queue=settings.task_queue)
+                )
+            except OSError:  # taken since ensure_port_free looked
+                raise port_in_use(inbox_port, "inbox", "--inbox-port") from None
+        yield DevStack(db, client, database_url, address, settings.temporal_namespace, ui_url, inbox)
 
 
 def describe(stack: DevStack) -> Text:
@@ -235,14 +269,16 @@ def describe(stack: DevStack) -> Text:
     rows = [("Postgres", stack.database_url), ("Temporal", f"{stack.temporal_address} (namespace {stack.namespace})")]
     if stack.ui_url:
         rows.append(("Web UI", stack.ui_url))
+    if stack.inbox is not None:
+        rows.append(("Inbox", f"{stack.inbox.url} (the feed page; the API under /v1)"))
     text = Text("tocsin dev stack", style="bold")
     for label, value in rows:
         text.append(f"\n  {label:<10}", style="bold").append(value)
     return text
 
 
-async def run_dev(settings: Settings, *, root: Path, temporal_port: int, ui_port: int) -> None:
-    """`tocsin dev`: the stack and a worker, until Ctrl-C."""
+async def run_dev(settings: Settings, *, root: Path, temporal_port: int, ui_port: int, inbox_port: int) -> None:
+    """`tocsin dev`: the stack, the inbox app and a worker, until Ctrl-C."""
     from tocsin.temporal.worker import (
         build_worker,
         channels_from_settings,
@@ -251,7 +287,10 @@ async def run_dev(settings: Settings, *, root: Path, temporal_port: int, ui_port
     )
 
     console = Console()
-    async with dev_stack(settings, root=root, temporal_port=temporal_port, ui_port=ui_port) as stack:
+    async with dev_stack(
+        settings, root=root, temporal_port=temporal_port, ui_port=ui_port, inbox_port=inbox_port
+    ) as stack:
+        assert stack.inbox is not None
         await ensure_reconcile_schedule(
             stack.client, task_queue=settings.task_queue, grace_seconds=settings.reconcile_grace_seconds
         )
@@ -268,6 +307,14 @@ async def run_dev(settings: Settings, *, root: Path, temporal_port: int, ui_port
         with advertised(root, connection) as beside:
             console.print(describe(stack), soft_wrap=True)
             console.print(stack.export_line(), soft_wrap=True)
+            # The secret is this process's own: tokens made with it die with the stack.
+            console.print(
+                Text(
+                    f"Feed page of a recipient: {stack.inbox.url}#token=TOKEN, TOKEN from tocsin.http.issue_token("
+                    f"{stack.inbox.secret!r}, tenant_id=..., recipient=...)"
+                ),
+                soft_wrap=True,
+            )
             if beside is not None:
                 console.print(f"Other tocsin commands started in {beside} use this stack without the export.")
             console.print(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -19,17 +19,27 @@ from tocsin.db import Database
 from tocsin.http.app import create_app
 from tocsin.http.tokens import issue_token
 
-DEFAULT_PORT = 8025
-
 
 @dataclass(frozen=True)
 class InboxServer:
-    url: str  # e.g. http://127.0.0.1:8025/
+    url: str  # e.g. http://127.0.0.1:8234/
     secret: str
+
+    def token(self, *, tenant_id: str, recipient: str, ttl: float | timedelta = timedelta(days=1)) -> str:
+        return issue_token(self.secret, tenant_id=tenant_id, recipient=recipient, ttl=ttl)
 
     def feed_url(self, *, tenant_id: str, recipient: str, ttl: float | timedelta = timedelta(days=1)) -> str:
         """The feed page with a token for one recipient, in the fragment (never sent to the server)."""
-        return f"{self.url}#token={issue_token(self.secret, tenant_id=tenant_id, recipient=recipient, ttl=ttl)}"
+        return f"{self.url}#token={self.token(tenant_id=tenant_id, recipient=recipient, ttl=ttl)}"
+
+
+class EmbeddedServer(uvicorn.Server):
+    """uvicorn inside a process that owns its signals: left to itself, uvicorn takes SIGINT and SIGTERM, and
+    Ctrl-C would stop only the inbox while `tocsin demo` or the dev stack's worker ran on."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 @asynccontextmanager
@@ -37,7 +47,7 @@ async def serve_app(app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0) -> 
     """Serve an ASGI app with uvicorn in this event loop until the block ends; yields its base URL (port 0:
     a free one). The socket is bound here, so a port in use is an OSError, not uvicorn's exit."""
     sock = socket.create_server((host, port))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2))
+    server = EmbeddedServer(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:
@@ -56,7 +66,7 @@ async def serve_inbox(
     db: Database,
     *,
     host: str = "127.0.0.1",
-    port: int = DEFAULT_PORT,
+    port: int = 0,
     secret: str | None = None,
     temporal: Client | None = None,
     task_queue: str = DEFAULT_TASK_QUEUE,
