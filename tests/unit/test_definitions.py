@@ -13,6 +13,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tocsin.cli.definitions import channel_problems
 from tocsin.core.definitions import (
     ANCHORS,
     DEFAULT_MAX_STEP_ACTIVATIONS,
@@ -341,8 +342,19 @@ def test_each_problem_has_its_code_and_location(edit: Edit, code: str, location:
 
 def test_every_code_is_covered() -> None:
     """A case above for each code validation can report (ProblemCode, which `Problem.code` is typed as)."""
-    # invalid_document is about the whole document (not a mapping, an unreadable file): tested further down.
-    assert {case[2] for case in CASES} | {"invalid_document"} == set(get_args(ProblemCode))
+    # invalid_document is about the whole document (not a mapping, an unreadable file): tested further down;
+    # unknown_channel comes from `definitions check --channels`, not from parsing: the next test.
+    assert {case[2] for case in CASES} | {"invalid_document", "unknown_channel"} == set(get_args(ProblemCode))
+
+
+def test_a_step_on_a_channel_outside_the_given_ones_is_unknown_channel() -> None:
+    doc = valid()
+    doc["steps"][0]["version"] = "and another problem"  # found alongside, by parsing
+    assert [(p.code, p.location) for p in channel_problems(doc, ["email", "sms"])] == [
+        ("unknown_channel", "steps[0].channel")
+    ]
+    assert channel_problems(doc, ["in_app", "email"]) == []
+    assert channel_problems(["not", "a", "mapping"], ["email"]) == []
 
 
 def test_all_problems_are_reported_at_once() -> None:

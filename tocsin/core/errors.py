@@ -30,6 +30,7 @@ ProblemCode = Literal[
     "invalid_retry",
     "invalid_text",
     "invalid_required",
+    "unknown_channel",  # only from `tocsin definitions check --channels`
 ]
 
 
