@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
 
+import asyncpg
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection
-from sqlalchemy.engine import make_url
+from sqlalchemy import Connection, event
+from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from tocsin.core.definitions import WorkflowDefinition
 from tocsin.db import queries as q
@@ -20,15 +26,155 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # Any fixed 64-bit number: serializes concurrent `migrate()` calls from several workers.
 MIGRATION_LOCK = 0x70C5_1E00
 
+STATEMENT_TIMEOUT_SECONDS = 30.0
+"""The longest any one statement of the engine may take, lock waits included (Postgres' statement_timeout).
+Its statements take milliseconds and no lock is held across a provider call: 30 s means something is wrong."""
+CLIENT_TIMEOUT_MARGIN_SECONDS = 5.0
+"""How much longer the client waits (asyncpg's command_timeout) than the server: Postgres cancels first and the
+connection stays usable; the client's own timeout only fires when the server does not answer at all."""
+IDLE_IN_TRANSACTION_FACTOR = 2
+"""A session left inside a transaction for this many statement timeouts without a statement is a client that
+died or hung holding locks: Postgres ends it (idle_in_transaction_session_timeout), freeing the rows it held.
+No transaction of tocsin waits on anything but Postgres (never on a provider)."""
+CONNECT_TIMEOUT_SECONDS = 10.0
+"""Opening a connection, unless the URL's connect_timeout says otherwise."""
 
-def async_url(url: str) -> str:
-    """Accept plain `postgresql://` URLs (as libpq tools print them) and use the asyncpg driver."""
+# libpq URL parameters that asyncpg reads from a DSN itself (with libpq's meaning): handed to it as a DSN.
+_DSN_PARAMETERS = frozenset(
+    {
+        "sslmode",
+        "sslrootcert",
+        "sslcert",
+        "sslkey",
+        "sslpassword",
+        "sslcrl",
+        "sslnegotiation",
+        "ssl_min_protocol_version",
+        "ssl_max_protocol_version",
+        "target_session_attrs",
+        "krbsrvname",
+        "gsslib",
+        "passfile",
+    }
+)
+# libpq parameters that are session settings sent at startup (`options` carries `-c name=value` flags).
+_STARTUP_PARAMETERS = frozenset({"application_name", "options"})
+# Where the server is: SQLAlchemy reads these from the query itself (Unix sockets, several hosts).
+_ADDRESS_PARAMETERS = frozenset({"host", "port"})
+_SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+URL_PARAMETERS = _DSN_PARAMETERS | _STARTUP_PARAMETERS | _ADDRESS_PARAMETERS | {"connect_timeout"}
+"""The query parameters a database URL may carry; any other is refused by name."""
+
+# SQLSTATE class 08 (connection exception) and these of class 57: the session is gone, not the statement.
+_SESSION_ENDED = frozenset({"57P01", "57P02", "57P03", "57P04", "57P05"})
+
+
+@dataclass(frozen=True)
+class ConnectOptions:
+    """A database URL split into what SQLAlchemy takes (`url`) and what asyncpg's connect takes."""
+
+    url: URL
+    dsn: str | None = None
+    timeout: float = CONNECT_TIMEOUT_SECONDS
+    server_settings: dict[str, str] = field(default_factory=dict)
+
+    def connect_args(self, *, statement_timeout: float | None) -> dict[str, Any]:
+        settings = dict(self.server_settings)
+        args: dict[str, Any] = {"timeout": self.timeout}
+        if statement_timeout is not None:
+            settings.setdefault("statement_timeout", f"{round(statement_timeout * 1000)}ms")
+            settings.setdefault(
+                "idle_in_transaction_session_timeout",
+                f"{round(statement_timeout * IDLE_IN_TRANSACTION_FACTOR * 1000)}ms",
+            )
+            args["command_timeout"] = statement_timeout + CLIENT_TIMEOUT_MARGIN_SECONDS
+        if settings:
+            args["server_settings"] = settings
+        if self.dsn is not None:
+            args["dsn"] = self.dsn
+        return args
+
+
+def connect_options(url: str) -> ConnectOptions:
+    """Accept plain `postgresql://` URLs as libpq tools print them, with libpq's query parameters.
+
+    SQLAlchemy would hand every query parameter to asyncpg's connect as a keyword (a TypeError for
+    `?sslmode=disable`): the SSL and session parameters asyncpg knows go to it as a DSN, `application_name`
+    and `options` as startup settings, `connect_timeout` as its timeout; any other is a ValueError naming it.
+    """
     parsed = make_url(url)
     if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2", "postgresql+psycopg"):
         parsed = parsed.set(drivername="postgresql+asyncpg")
     if parsed.drivername != "postgresql+asyncpg":
         raise ValueError(f"tocsin needs a PostgreSQL URL (postgresql://...), got {parsed.drivername!r}")
-    return parsed.render_as_string(hide_password=False)
+    unknown = sorted(set(parsed.query) - URL_PARAMETERS)
+    if unknown:
+        names = ", ".join(unknown)
+        raise ValueError(f"unsupported database URL parameter{'s' if len(unknown) > 1 else ''}: {names}")
+    single: dict[str, str] = {}
+    for name, value in parsed.query.items():
+        if name in _ADDRESS_PARAMETERS:
+            continue
+        if not isinstance(value, str):
+            raise ValueError(f"the database URL parameter {name} is given more than once")
+        single[name] = value
+    sslmode = single.get("sslmode")
+    if sslmode is not None and sslmode not in _SSL_MODES:
+        raise ValueError(f"sslmode must be one of {', '.join(_SSL_MODES)}, not {sslmode!r}")
+    timeout = CONNECT_TIMEOUT_SECONDS
+    if "connect_timeout" in single:
+        timeout = _connect_timeout(single["connect_timeout"])
+    dsn_query = {name: value for name, value in single.items() if name in _DSN_PARAMETERS}
+    return ConnectOptions(
+        url=parsed.difference_update_query(set(parsed.query) - _ADDRESS_PARAMETERS),
+        dsn=f"postgresql://?{urlencode(dsn_query)}" if dsn_query else None,
+        timeout=timeout,
+        server_settings={name: value for name, value in single.items() if name in _STARTUP_PARAMETERS},
+    )
+
+
+def _connect_timeout(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ValueError(f"connect_timeout must be a number of seconds, not {text!r}") from None
+    # libpq: zero (or less) means wait for ever, which is exactly what no call may do.
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"connect_timeout must be a positive number of seconds, not {text!r}")
+    return seconds
+
+
+def async_url(url: str) -> str:
+    """The URL SQLAlchemy connects with (the asyncpg driver, no libpq parameters); ValueError if unusable."""
+    return connect_options(url).url.render_as_string(hide_password=False)
+
+
+def session_lost(error: BaseException) -> bool:
+    """Whether the connection an operation failed on can never be used again and must leave the pool.
+
+    asyncpg's own errors (a state error such as "cannot switch to state N; another operation is in
+    progress", "connection was closed in the middle of operation") mean its protocol is out of step with the
+    server; a client-side timeout leaves a query whose answer may still come; Postgres' session-ending
+    errors (class 08, an administrator's pg_terminate_backend, a shutdown) end the backend. A statement
+    Postgres cancelled (statement_timeout, 57014) or refused leaves the session as good as it was.
+    """
+    # OSError: a socket error, and asyncpg's command timeout (TimeoutError is an OSError).
+    if isinstance(error, asyncpg.InterfaceError | asyncpg.InternalClientError | OSError):
+        return True
+    if isinstance(error, asyncpg.PostgresError):
+        sqlstate = str(error.sqlstate or "")
+        return sqlstate.startswith("08") or sqlstate in _SESSION_ENDED
+    return False
+
+
+def _invalidate_lost_sessions(context: ExceptionContext) -> None:
+    error = context.original_exception
+    # SQLAlchemy wraps asyncpg's exception in its DBAPI adapter's: the asyncpg one is its cause.
+    cause = error.__cause__ if error.__cause__ is not None else error
+    if session_lost(cause) or session_lost(error):
+        context.is_disconnect = True
+        # One backend ended (a terminated session) says nothing of the others: pre-ping checks them at checkout.
+        context.invalidate_pool_on_disconnect = False
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -45,11 +191,33 @@ class Database:
         self.engine = engine
         # Definitions are immutable once registered, so a parsed copy never goes stale.
         self._definitions: dict[uuid.UUID, WorkflowDefinition] = {}
+        self._options: ConnectOptions | None = None
 
     @classmethod
-    async def connect(cls, url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Database:
-        engine = create_async_engine(async_url(url), pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
+    async def connect(
+        cls,
+        url: str,
+        *,
+        pool_size: int = 10,
+        max_overflow: int = 10,
+        statement_timeout: float = STATEMENT_TIMEOUT_SECONDS,
+        pool_timeout: float = 30.0,
+    ) -> Database:
+        """Open a pool on `url`. No call waits for ever: connecting is bounded by the URL's connect_timeout
+        (else CONNECT_TIMEOUT_SECONDS), a statement by `statement_timeout`, a wait for a free connection by
+        `pool_timeout`. A connection whose operation failed half-way is dropped, never handed out again."""
+        options = connect_options(url)
+        engine = create_async_engine(
+            options.url,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_timeout=pool_timeout,
+            pool_pre_ping=True,
+            connect_args=options.connect_args(statement_timeout=statement_timeout),
+        )
+        event.listen(engine.sync_engine, "handle_error", _invalidate_lost_sessions)
         db = cls(engine)
+        db._options = options
         try:
             async with engine.connect() as conn:
                 await conn.execute(q.PING)
@@ -82,8 +250,19 @@ class Database:
             sync_conn.execute(q.TAKE_MIGRATION_LOCK, {"key": MIGRATION_LOCK})
             action(alembic_config(sync_conn), revision)  # type: ignore[operator]
 
-        async with self.engine.begin() as conn:
-            await conn.run_sync(run)
+        # A migration may rewrite a large table: it runs on a connection of its own without the statement
+        # timeouts (and waits for another host's migration on the lock as long as that takes).
+        engine = self.engine
+        if self._options is not None:
+            engine = create_async_engine(
+                self._options.url, poolclass=NullPool, connect_args=self._options.connect_args(statement_timeout=None)
+            )
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(run)
+        finally:
+            if engine is not self.engine:
+                await engine.dispose()
 
     async def definition(self, definition_id: uuid.UUID, conn: AsyncConnection | None = None) -> WorkflowDefinition:
         """A registered definition, parsed once per process; read on `conn` (or a connection of its own)."""
