@@ -1,26 +1,32 @@
-"""Regenerate docs/web-ui.png: a few journey runs in the Temporal Web UI, filtered by tocsin's attributes.
+"""Regenerate docs/web-ui.png and docs/web-ui-run.png: journey runs in the Temporal Web UI.
 
     .venv/bin/python docs/screenshot.py          # needs Debian's chromium (apt-get install chromium)
 
 It starts the dev stack under a temporary folder on spare ports, runs a worker, starts three runs of the
-mention journey (one read during its wait, two left waiting) and photographs the workflow list.
+mention journey (one read during its wait, two left waiting) and photographs the workflow list, filtered by
+tocsin's search attributes, and one waiting run's page: its summary and details, the named activities and
+the timer of its wait.
 """
 
 from __future__ import annotations
 
 import asyncio
-import subprocess
+import shutil
 import tempfile
 import urllib.parse
 from pathlib import Path
 
-from tocsin.client import Tocsin
+from playwright.async_api import ViewportSize, async_playwright, expect
+
 from tocsin.cli.demo import demo_definition
 from tocsin.cli.devstack import dev_stack
+from tocsin.client import Tocsin
+from tocsin.core.models import workflow_id
 from tocsin.settings import Settings
 from tocsin.temporal.worker import build_worker, channels_from_settings
 
-OUT = Path(__file__).parent / "web-ui.png"
+LIST = Path(__file__).parent / "web-ui.png"
+RUN = Path(__file__).parent / "web-ui-run.png"
 UI_PORT, TEMPORAL_PORT = 28233, 27233
 
 
@@ -48,19 +54,38 @@ async def main() -> None:
                 await tocsin.mark_read(inbox[0].id, tenant_id="acme")
                 await asyncio.sleep(3)
                 query = urllib.parse.quote('TocsinTenant = "acme"')
-                url = f"{stack.ui_url}/namespaces/default/workflows?query={query}"
-                await asyncio.to_thread(
-                    subprocess.run,
+                base = f"{stack.ui_url}/namespaces/default/workflows"
+                waiting = await stack.client.get_workflow_handle(workflow_id(runs[0].id)).describe()
+                await photograph(
                     [
-                        "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                        "--disable-sync", f"--user-data-dir={tmp}/chrome", "--window-size=1400,700",
-                        "--virtual-time-budget=20000", f"--screenshot={OUT}", url,
-                    ],
-                    check=True,
-                    timeout=120,
-                )  # fmt: skip
-    print(f"wrote {OUT}")
+                        (f"{base}?query={query}", LIST, {"width": 1400, "height": 560}, "tocsin-run-"),
+                        (
+                            f"{base}/{waiting.id}/{waiting.run_id}/timeline",
+                            RUN,
+                            {"width": 1800, "height": 1000},
+                            "wait PT2H",
+                        ),
+                    ]
+                )
+    print(f"wrote {LIST} and {RUN}")
+
+
+async def photograph(pages: list[tuple[str, Path, ViewportSize, str]]) -> None:
+    """Each page once `text` shows on it (the UI renders after its API calls), in Debian's chromium."""
+    browser_path = shutil.which("chromium")
+    if browser_path is None:
+        raise SystemExit("no chromium: apt-get install -y chromium")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=browser_path, headless=True, args=["--no-sandbox", "--disable-gpu"]
+        )
+        for url, out, viewport, text in pages:
+            page = await browser.new_page(viewport=viewport)
+            await page.goto(url)
+            await expect(page.get_by_text(text).first).to_be_visible(timeout=30_000)
+            await page.wait_for_timeout(1500)  # the rest of the page settles (a picture, not a test)
+            await page.screenshot(path=str(out))
+        await browser.close()
 
 
 if __name__ == "__main__":
