@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Self
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, PrivateAttr, model_validator
+from pydantic import AliasChoices, Field, PrivateAttr, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.envconfig import ClientConfigProfile, ClientConnectConfig
 from temporalio.service import TLSConfig
 
 from tocsin.core.errors import ConfigurationError
+from tocsin.db.database import connect_options
+from tocsin.logs import parse_level
 
 # What the SDK's environment configuration (temporalio.envconfig) reads besides TEMPORAL_ADDRESS and
 # TEMPORAL_NAMESPACE, which tocsin reads too; TEMPORAL_GRPC_META_<NAME> variables become gRPC headers.
@@ -59,6 +65,40 @@ def temporal_connect_config() -> ClientConnectConfig:
     return config
 
 
+def _invalid(message: str) -> PydanticCustomError:
+    # A custom error's message is shown as it is: no "Value error, " before it.
+    return PydanticCustomError("invalid_setting", message)
+
+
+def host_and_port(value: str) -> tuple[str, int]:
+    """`host:port` (an IPv6 host in brackets) split, or ValueError saying what is wrong."""
+    if "://" in value:
+        raise ValueError(f"expected host:port without a scheme, got {value!r}")
+    try:
+        parts = urlsplit(f"//{value}")
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:  # a bracket left open, a port out of range or not a number
+        raise ValueError(f"expected host:port, got {value!r} ({exc})") from None
+    if not host or port is None or parts.path or parts.query or parts.fragment or parts.username:
+        raise ValueError(f"expected host:port, got {value!r}")
+    return host, port
+
+
+def check_temporal_address(value: str) -> str:
+    host_and_port(value)
+    return value
+
+
+def check_bind_address(value: str) -> str:
+    """An IP address and port (the SDK's Prometheus endpoint binds a socket address; it resolves no names)."""
+    host, _ = host_and_port(value)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"expected IP:port such as 0.0.0.0:9464, got {value!r}") from None
+    return value
+
+
 class Settings(BaseSettings):
     """Every setting tocsin reads. Unset database/Temporal addresses mean "use the embedded dev stack".
 
@@ -86,6 +126,55 @@ class Settings(BaseSettings):
     otel_tracing: bool = Field(False, validation_alias=env("TOCSIN_OTEL_TRACING"))
     log_level: str = Field("INFO", validation_alias=env("TOCSIN_LOG_LEVEL"))
 
+    @field_validator("temporal_namespace", "task_queue", "smtp_sender")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise _invalid("must not be blank")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                connect_options(value)
+            except ValueError as exc:
+                raise _invalid(str(exc)) from None
+        return value
+
+    @field_validator("temporal_address")
+    @classmethod
+    def _temporal_address(cls, value: str | None) -> str | None:
+        return _checked(check_temporal_address, value)
+
+    @field_validator("metrics_bind")
+    @classmethod
+    def _metrics_bind(cls, value: str | None) -> str | None:
+        return _checked(check_bind_address, value)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                parts = urlsplit(value)
+                valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+            except ValueError:
+                valid = False
+            if not valid:
+                raise _invalid(f"expected an http:// or https:// URL, got {value!r}")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        try:
+            parse_level(value)
+        except ValueError as exc:
+            raise _invalid(str(exc)) from None
+        return value
+
     # Private: not in repr or dumps, where an API key would leak.
     _temporal_connect: ClientConnectConfig = PrivateAttr(default_factory=lambda: ClientConnectConfig())
 
@@ -95,7 +184,13 @@ class Settings(BaseSettings):
         self._temporal_connect = connect
         # Set explicitly (an argument, TEMPORAL_ADDRESS, even None) wins; else the profile's.
         if "temporal_address" not in self.model_fields_set:
-            self.temporal_address = connect.get("target_host")
+            profile_address = connect.get("target_host")
+            if profile_address:
+                try:
+                    check_temporal_address(profile_address)
+                except ValueError as exc:
+                    raise ConfigurationError(f"the Temporal profile's address: {exc}") from None
+            self.temporal_address = profile_address
         if "temporal_namespace" not in self.model_fields_set and connect.get("namespace"):
             self.temporal_namespace = connect["namespace"]
         return self
@@ -109,6 +204,15 @@ class Settings(BaseSettings):
         if self.temporal_address:
             config["target_host"] = self.temporal_address
         return config
+
+
+def _checked(check: Callable[[str], str], value: str | None) -> str | None:
+    if not value:
+        return value
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise _invalid(str(exc)) from None
 
 
 ENV_NAMES = TEMPORAL_SDK_ENV_NAMES | frozenset(

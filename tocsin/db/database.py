@@ -16,6 +16,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, event
 from sqlalchemy.engine import URL, ExceptionContext, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -102,7 +103,10 @@ def connect_options(url: str) -> ConnectOptions:
     `?sslmode=disable`): the SSL and session parameters asyncpg knows go to it as a DSN, `application_name`
     and `options` as startup settings, `connect_timeout` as its timeout; any other is a ValueError naming it.
     """
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ValueError(f"not a database URL: {exc}") from None
     if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2", "postgresql+psycopg"):
         parsed = parsed.set(drivername="postgresql+asyncpg")
     if parsed.drivername != "postgresql+asyncpg":
