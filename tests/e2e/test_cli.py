@@ -455,7 +455,7 @@ def test_due_progresses_the_runs_whose_wait_elapsed(cli: Cli, fresh_db_url: str)
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--data", "{oops"], "error: --data is not valid JSON: Expecting property name enclosed in double quotes"),
+        (["--data", "{oops"], "error: --data: not valid JSON: Expecting property name enclosed in double quotes"),
         (["--data", "[1, 2]"], "error: --data must be a JSON object, not list"),
         (["--data", "{}", "--data-file", "x.json"], "error: pass --data or --data-file, not both"),
     ],
@@ -561,7 +561,8 @@ def test_without_a_database_url_the_error_names_the_setting() -> None:
         (
             {"TOCSIN_DATABASE_URL": "mysql://tocsin@127.0.0.1/tocsin"},
             ["runs", "list", "--tenant", TENANT],
-            "error: invalid TOCSIN_DATABASE_URL: tocsin needs a PostgreSQL URL (postgresql://...), got 'mysql'",
+            "error: invalid configuration: TOCSIN_DATABASE_URL: tocsin needs a PostgreSQL URL (postgresql://...), "
+            "got 'mysql'",
         ),
         (
             {"TOCSIN_SMTP_PORT": "twenty-five"},
@@ -572,8 +573,8 @@ def test_without_a_database_url_the_error_names_the_setting() -> None:
         (
             {"TOCSIN_LOG_LEVEL": "LOUD"},
             ["worker"],
-            "error: TOCSIN_LOG_LEVEL: unknown log level 'LOUD': use one of NOTSET, DEBUG, INFO, WARN, WARNING, "
-            "ERROR, CRITICAL, FATAL",
+            "error: invalid configuration: TOCSIN_LOG_LEVEL: unknown log level 'LOUD': use one of NOTSET, DEBUG, "
+            "INFO, WARN, WARNING, ERROR, CRITICAL, FATAL",
         ),
     ],
     ids=["database-url", "smtp-port", "log-level"],

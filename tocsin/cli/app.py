@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import os
 import sys
@@ -41,12 +40,16 @@ from tocsin.cli.errors import EnvironmentFault, lowercase_first, os_cause, tempo
 from tocsin.cli.render import as_json, definitions_table, run_timeline, runs_view
 from tocsin.client import Tocsin, utcnow
 from tocsin.core.definitions import load_definition
-from tocsin.core.errors import ConfigurationError, DefinitionError, InvalidRequest, TocsinError
+from tocsin.core.documents import parse_document, read_document
+from tocsin.core.errors import ConfigurationError, DefinitionError, InvalidDocument, InvalidRequest, TocsinError
+from tocsin.core.limits import check_data, printable
 from tocsin.db import Database
 from tocsin.db.database import async_url
 from tocsin.engine.feedback import FEEDBACK_KINDS
 from tocsin.engine.reads import get_run, list_runs
 from tocsin.engine.registry import list_definitions, register_definition
+from tocsin.engine.runs import check_run_request
+from tocsin.engine.signals import check_signal
 from tocsin.logs import configure_logging
 from tocsin.settings import Settings
 from tocsin.temporal.connect import connect_from_settings
@@ -250,23 +253,23 @@ def check_outcome(value: str) -> str:
 
 
 def parse_data(text: str, source: str) -> dict[str, Any]:
+    """A run's or signal's data: a JSON object within tocsin's limits (depth, size; no NaN, NUL or lone
+    surrogate, which a non-UTF-8 argument decodes to), else InvalidRequest naming `source`."""
     try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise InvalidRequest(f"{source} is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise InvalidRequest(f"{source} must be a JSON object, not {type(value).__name__}")
-    return value
+        return check_data(source, parse_document(text, "json"))
+    except InvalidDocument as exc:
+        raise InvalidRequest(f"{source}: {exc}") from None
 
 
 def read_data(data: str | None, data_file: Path | None) -> dict[str, Any] | None:
     if data is not None and data_file is not None:
         raise InvalidRequest("pass --data or --data-file, not both")
     if data_file is not None:
+        source = f"--data-file {printable(str(data_file))}"
         try:
-            return parse_data(data_file.read_text(encoding="utf-8"), f"--data-file {data_file}")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InvalidRequest(f"cannot read --data-file {data_file}: {exc}") from None
+            return check_data(source, read_document(data_file, "json"))
+        except InvalidDocument as exc:
+            raise InvalidRequest(f"{source}: {exc}") from None
     return parse_data(data, "--data") if data is not None else None
 
 
@@ -446,6 +449,9 @@ async def runs_start(
     """Start a run of a journey for one recipient, with data for its content templates."""
     payload = read_data(data, data_file)
     key = idempotency_key or f"cli-{uuid.uuid4()}"
+    check_run_request(
+        tenant_id=tenant, workflow_key=workflow, recipient=recipient, idempotency_key=key, data=payload, version=version
+    )
     async with open_tocsin(load_settings(database_url, temporal_address)) as tocsin:
         run = await tocsin.start_run(
             workflow_key=workflow,
@@ -574,6 +580,7 @@ async def signal(
     """Record a signal for a recipient; their waiting runs that listen for it stop."""
     payload = parse_data(data, "--data") if data is not None else None
     run_id = parse_id(run) if run is not None else None
+    check_signal(tenant, recipient, name, payload)
     async with open_tocsin(load_settings(database_url, temporal_address)) as tocsin:
         stopped = await tocsin.send_signal(
             tenant_id=tenant, recipient=recipient, name=name, data=payload, run_id=run_id

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tocsin.core.definitions import OnOutcomeRule, WaitUntilRule, WorkflowDefinition
 from tocsin.core.errors import DefinitionNotFound, InvalidRequest
+from tocsin.core.limits import INT4_MAX, check_data, check_identifier
 from tocsin.core.models import Delivery, Progress, Run
 from tocsin.core.outcome import Branchable, outcome_of
 from tocsin.core.rules import Advance, Complete, EnterWait, Halt, Hold, decide
@@ -22,7 +23,17 @@ from tocsin.engine.deliveries import move
 from tocsin.engine.planning import plan_next_step_delivery
 from tocsin.engine.signals import earliest_cancelling_signal, stop_by_signal
 
-__all__ = ["cancel_run", "create_run", "mark_workflow_started", "progress_due_runs", "progress_run"]
+__all__ = [
+    "cancel_run",
+    "check_run_request",
+    "create_run",
+    "mark_workflow_started",
+    "progress_due_runs",
+    "progress_run",
+]
+
+# A cancel reason is a sentence for the audit trail (kept as the run's terminal_reason), not an identifier.
+MAX_REASON_LENGTH = 1000
 
 # The keyset start of a sweep: before every run.
 _BEFORE_ALL_RUNS = (datetime.min.replace(tzinfo=UTC), uuid.UUID(int=0))
@@ -43,9 +54,14 @@ async def create_run(
 
     The same (tenant_id, idempotency_key) again returns the existing run and writes nothing.
     """
-    for name, value in (("tenant_id", tenant_id), ("recipient", recipient), ("idempotency_key", idempotency_key)):
-        if not value or not value.strip():
-            raise InvalidRequest(f"{name} must not be blank")
+    check_run_request(
+        tenant_id=tenant_id,
+        workflow_key=workflow_key,
+        recipient=recipient,
+        idempotency_key=idempotency_key,
+        data=data,
+        version=version,
+    )
     async with db.transaction() as conn:
         existing = await _run_by_key(conn, tenant_id, idempotency_key)
         if existing is not None:
@@ -95,6 +111,28 @@ async def create_run(
             context={"step_key": first.key, "source": "start_run"},
         )
         return run, True
+
+
+def check_run_request(
+    *,
+    tenant_id: str,
+    workflow_key: str,
+    recipient: str,
+    idempotency_key: str,
+    data: dict[str, Any] | None = None,
+    version: int | None = None,
+) -> None:
+    """InvalidRequest for arguments no run can have (tocsin.core.limits), before anything is read or written:
+    `create_run` checks them, and callers that want to refuse bad input before connecting (the CLI) too."""
+    check_identifier("tenant_id", tenant_id)
+    check_identifier("workflow_key", workflow_key)
+    check_identifier("recipient", recipient)
+    check_identifier("idempotency_key", idempotency_key)
+    # type(...) is int: True is an int to Python, not a version to anyone.
+    if version is not None and (type(version) is not int or not 1 <= version <= INT4_MAX):
+        raise InvalidRequest(f"version must be a whole number from 1 to {INT4_MAX}, not {version!r}")
+    if data is not None:
+        check_data("data", data)
 
 
 async def _run_by_key(conn: AsyncConnection, tenant_id: str, idempotency_key: str) -> Run | None:
@@ -151,8 +189,8 @@ async def mark_workflow_started(db: Database, run_id: uuid.UUID) -> None:
 
 async def cancel_run(db: Database, run_id: uuid.UUID, *, tenant_id: str, reason: str, now: datetime) -> Run:
     """Stop an active or waiting run on request (SPEC 4.8); a finished run is returned as it is."""
-    if not reason or not reason.strip():
-        raise InvalidRequest("a cancel reason must not be blank")
+    check_identifier("tenant_id", tenant_id)
+    check_identifier("a cancel reason", reason, max_length=MAX_REASON_LENGTH)
     async with db.transaction() as conn:
         run = await store.lock_run(conn, run_id, tenant_id=tenant_id)
         if run.finished:

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tocsin.core.errors import InvalidRequest
+from tocsin.core.limits import check_data, check_identifier
 from tocsin.core.models import Run
 from tocsin.db import Database, store
 from tocsin.db import queries as q
@@ -48,6 +49,15 @@ async def earliest_cancelling_signal(conn: AsyncConnection, run: Run, names: tup
     return SignalRef(row.id, row.name) if row is not None else None
 
 
+def check_signal(tenant_id: str, recipient: str, name: str, data: dict[str, Any] | None = None) -> None:
+    """InvalidRequest for a signal no run could receive (tocsin.core.limits), before anything is written."""
+    check_identifier("signal tenant_id", tenant_id)
+    check_identifier("signal recipient", recipient)
+    check_identifier("signal name", name)
+    if data is not None:
+        check_data("signal data", data)
+
+
 async def route_signal(
     db: Database,
     tenant_id: str,
@@ -64,9 +74,7 @@ async def route_signal(
     entering its wait right now either commits first (and is stopped here, since the lock makes this
     statement re-read it) or sees this signal once it gets the lock (SPEC 4.3). No signal is lost.
     """
-    for field_name, value in (("tenant_id", tenant_id), ("recipient", recipient), ("name", name)):
-        if not value or not value.strip():
-            raise InvalidRequest(f"signal {field_name} must not be blank")
+    check_signal(tenant_id, recipient, name, data)
     async with db.transaction() as conn:
         if run_id is not None:
             target = await store.get_run(conn, run_id, tenant_id=tenant_id)  # RunNotFound for another tenant's
