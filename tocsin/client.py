@@ -7,12 +7,13 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from tocsin import engine
 from tocsin.core import contracts as c
-from tocsin.core.errors import InvalidRequest
+from tocsin.core.errors import ConfigurationError, InvalidRequest
 from tocsin.core.models import DefinitionRecord, Delivery, Run, RunDetail, RunPage, workflow_id
 from tocsin.core.preferences import Preferences, Recipient
 from tocsin.db import Database, store
@@ -26,6 +27,28 @@ from tocsin.temporal.connect import connect_temporal
 from tocsin.temporal.starter import notify_journey, start_journey
 
 log = logging.getLogger("tocsin.client")
+
+
+def check_task_queue(task_queue: str) -> None:
+    if not task_queue.strip():
+        raise ConfigurationError("the task queue must not be blank (TOCSIN_TASK_QUEUE)")
+
+
+async def check_namespace(client: Client) -> None:
+    """ConfigurationError if the client's namespace does not exist on its server.
+
+    A key that may not describe namespaces (PERMISSION_DENIED) proves nothing either way: the start itself
+    will say. Every other failure is the server's, and raised as it is.
+    """
+    try:
+        await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=client.namespace))
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise ConfigurationError(
+                f"the Temporal namespace {client.namespace!r} does not exist (TEMPORAL_NAMESPACE)"
+            ) from None
+        if exc.status != RPCStatusCode.PERMISSION_DENIED:
+            raise
 
 
 def utcnow() -> datetime:
@@ -70,15 +93,19 @@ class Tocsin:
         Temporal is reached as the SDK's environment configuration says (a TEMPORAL_CONFIG_FILE profile,
         TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS_*); `temporal_address` and
         `namespace` override its address and namespace, the namespace defaulting to "default".
+        A blank task queue or a namespace the server does not have is a ConfigurationError here, before any
+        run could be committed that no workflow would ever be started for.
         """
         if (db is None) == (database_url is None):
             raise InvalidRequest("pass exactly one of database_url or db")
         if temporal_client is not None and (temporal_address is not None or namespace is not None):
             raise InvalidRequest("pass temporal_client, or temporal_address and namespace, not both")
+        check_task_queue(task_queue)
         owns = db is None
         database = db if db is not None else await Database.connect(str(database_url))
         try:
             client = temporal_client or await connect_temporal(temporal_address, namespace=namespace)
+            await check_namespace(client)
         except BaseException:
             if owns:
                 await database.close()

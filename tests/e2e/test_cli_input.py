@@ -11,16 +11,23 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from journeys import ESCALATION
+from peers import free_port
 from typer.testing import CliRunner
 
+from tocsin import Tocsin
 from tocsin.cli.app import app
+from tocsin.cli.devstack import temporal_dev_server
+from tocsin.core.errors import ConfigurationError
 from tocsin.core.limits import MAX_DEPTH, MAX_IDENTIFIER_LENGTH
 from tocsin.db import Database
 from tocsin.engine.reads import list_runs
+from tocsin.engine.registry import register_definition
 
 RUNNER = CliRunner()
 START = ["runs", "start", "--workflow", "w", "--tenant", "acme", "--recipient", "user:1"]
@@ -113,3 +120,74 @@ def test_a_non_utf8_argument_exits_2_from_the_console_script(fresh_db_url: str) 
     assert done.stdout == b""
     assert done.stderr == b"error: --data.a: a string contains a lone surrogate U+DCFE (at index 0)\n"
     assert runs_in(fresh_db_url) == 0
+
+
+# --- an environment that cannot run the journey: refused before the run is committed -------------------
+
+
+@pytest.fixture(scope="module")
+def dev_temporal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Temporal dev server (which, unlike the time-skipping one, knows which namespaces exist)."""
+
+    async def serve(ready: asyncio.Future[str], stop: asyncio.Event) -> None:
+        root = tmp_path_factory.mktemp("temporal")
+        async with temporal_dev_server(root, port=free_port(), ui_port=free_port(), namespace="default") as address:
+            ready.set_result(address)
+            await stop.wait()
+
+    loop = asyncio.new_event_loop()
+    ready: asyncio.Future[str] = loop.create_future()
+    stop = asyncio.Event()
+    server = loop.create_task(serve(ready, stop))
+    try:
+        yield loop.run_until_complete(ready)
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        loop.run_until_complete(server)
+        loop.close()
+
+
+def registered(url: str) -> None:
+    async def register() -> None:
+        async with await Database.connect(url) as db:
+            await register_definition(db, ESCALATION, now=datetime.now(UTC))
+
+    asyncio.run(register())
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            {"TEMPORAL_NAMESPACE": "no-such-namespace"},
+            "error: the Temporal namespace 'no-such-namespace' does not",
+        ),
+        ({"TOCSIN_TASK_QUEUE": ""}, "error: invalid configuration: TOCSIN_TASK_QUEUE:"),
+        ({"TOCSIN_TASK_QUEUE": "  "}, "error: invalid configuration: TOCSIN_TASK_QUEUE: must not be blank"),
+    ],
+)
+def test_runs_start_in_an_environment_that_cannot_run_it_writes_nothing(
+    fresh_db_url: str, dev_temporal: str, settings: dict[str, str], message: str
+) -> None:
+    """Before, the run was committed (workflow_started = false), then the start failed: exit 1 either way,
+    but now nothing is left behind for the reconcile sweep to start in the wrong place."""
+    registered(fresh_db_url)
+    args = ["runs", "start", "--workflow", ESCALATION["key"], "--tenant", "acme", "--recipient", "user:1"]
+    env = {**environment(fresh_db_url), "TEMPORAL_ADDRESS": dev_temporal, **settings}
+    result = RUNNER.invoke(app, args, env=env)
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(message)
+    assert runs_in(fresh_db_url) == 0
+
+
+def test_tocsin_connect_checks_the_namespace_and_task_queue(fresh_db_url: str, dev_temporal: str) -> None:
+    async def attempts() -> None:
+        with pytest.raises(ConfigurationError, match="namespace 'elsewhere' does not exist"):
+            await Tocsin.connect(database_url=fresh_db_url, temporal_address=dev_temporal, namespace="elsewhere")
+        with pytest.raises(ConfigurationError, match="task queue must not be blank"):
+            await Tocsin.connect(database_url=fresh_db_url, temporal_address=dev_temporal, task_queue=" ")
+        async with await Tocsin.connect(database_url=fresh_db_url, temporal_address=dev_temporal) as tocsin:
+            assert tocsin.temporal.namespace == "default"
+
+    asyncio.run(attempts())

@@ -38,7 +38,7 @@ from tocsin.cli.definitions import check, graph, warn_unknown_channels
 from tocsin.cli.devstack import CONNECTION_FILE, DEFAULT_INBOX_PORT, DEFAULT_ROOT, run_dev, running_connection
 from tocsin.cli.errors import EnvironmentFault, lowercase_first, os_cause, temporal_unreachable
 from tocsin.cli.render import as_json, definitions_table, run_timeline, runs_view
-from tocsin.client import Tocsin, utcnow
+from tocsin.client import Tocsin, check_namespace, utcnow
 from tocsin.core.definitions import load_definition
 from tocsin.core.documents import parse_document, read_document
 from tocsin.core.errors import ConfigurationError, DefinitionError, InvalidDocument, InvalidRequest, TocsinError
@@ -453,6 +453,8 @@ async def runs_start(
         tenant_id=tenant, workflow_key=workflow, recipient=recipient, idempotency_key=key, data=payload, version=version
     )
     async with open_tocsin(load_settings(database_url, temporal_address)) as tocsin:
+        # Before the commit: a run whose workflow cannot be started in this namespace must not be written.
+        await check_namespace(tocsin.temporal)
         run = await tocsin.start_run(
             workflow_key=workflow,
             version=version,
