@@ -541,7 +541,7 @@ class EngineMachine(RuleBasedStateMachine):
 
 # Sized for CI (2 shared cores); raise max_examples locally when changing the engine.
 MACHINE_SETTINGS = settings(
-    max_examples=15,
+    max_examples=12,
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
