@@ -116,3 +116,24 @@ async def test_timers_fire_after_the_temporal_server_restarts_on_its_database_fi
             assert woke.created_at >= back_at
         else:
             assert back_at < due <= woke.created_at
+
+
+@pytest.mark.slow
+async def test_the_dev_server_comes_back_on_the_port_it_just_left(fresh_db_url: str, tmp_path: Path) -> None:
+    """`tocsin dev`'s Temporal stopped and started again at once on its port, a worker still long-polling it.
+
+    The connections the server closes as it stops leave its port in TIME_WAIT for a minute; Temporal itself
+    listens on it again at once (SO_REUSEADDR), so the dev stack's check that the port is free must not refuse
+    it meanwhile.
+    """
+    root, port = tmp_path / "temporal", free_port()
+    async with contextlib.AsyncExitStack() as restarted:
+        first = contextlib.AsyncExitStack()
+        try:
+            address = await first.enter_async_context(temporal_on_file(root, port))
+            async with workers(1, database_url=fresh_db_url, address=address, logs=tmp_path):
+                await first.aclose()
+                address = await restarted.enter_async_context(temporal_on_file(root, port))
+                assert (await (await client_of(address)).count_workflows()).count >= 0
+        finally:
+            await first.aclose()
