@@ -334,7 +334,9 @@ class EngineMachine(RuleBasedStateMachine):
                 delivery["status"],
                 delivery["suppression_reason"],
             )
-            self.assert_stopped(before, after, before.listening(f"delivery.{outcome}", delivery["recipient"], None))
+            self.assert_stopped(
+                before, after, before.listening(f"delivery.{outcome}", delivery["recipient"], delivery["run_id"])
+            )
 
     @rule(
         name=st.sampled_from(SIGNALS),
