@@ -123,6 +123,9 @@ def port_in_use(port: int, what: str, option: str) -> DevStackError:
 
 def ensure_port_free(port: int, what: str, option: str) -> None:
     with socket.socket() as sock:
+        # As the servers themselves bind: a port left in TIME_WAIT by a server that just stopped is free, one
+        # that something listens on is not.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
