@@ -197,6 +197,50 @@ async def test_a_send_left_in_flight_when_the_run_was_cancelled_is_not_resent(db
     assert adapter.sent == []
 
 
+@dataclass
+class CancelDuringSend:
+    """An adapter whose provider call outlasts a cancel of the run, then fails temporarily."""
+
+    db: Database
+    run_id: uuid.UUID
+    at: datetime
+
+    async def send(self, message: OutboundMessage) -> SendReceipt:
+        await cancel_run(self.db, self.run_id, tenant_id="acme", reason="unsubscribed", now=self.at)
+        raise TemporaryDeliveryError("http_503")
+
+
+async def test_a_temporary_failure_after_the_run_was_cancelled_mid_send_ends_the_delivery(
+    db: Database, t0: datetime
+) -> None:
+    """cancel_run leaves a send in flight alone; its temporary failure would then never be retried, so the
+    delivery ends cancelled/run_cancelled instead of staying `failed` for ever."""
+    run_id, delivery_id = await first(db, t0)
+    adapter = CancelDuringSend(db, run_id, later(t0, seconds=1))
+
+    delivery = await dispatch_delivery(
+        db, delivery_id, channels={"in_app": adapter}, now=later(t0, seconds=2), attempt=1
+    )
+
+    assert (delivery.status, delivery.suppression_reason) == ("cancelled", "run_cancelled")
+    assert delivery.terminal_at == later(t0, seconds=2)
+    assert [(a["outcome"], a["error_class"], a["send_number"]) for a in await attempts(db, delivery_id)] == [
+        ("failed", "temporary", 1)
+    ]
+
+
+async def test_feedback_failing_a_send_of_a_cancelled_run_ends_the_delivery(db: Database, t0: datetime) -> None:
+    run_id, delivery_id = await first(db, t0)
+    await dispatch_delivery(db, delivery_id, channels={"in_app": Recorder(awaiting_feedback=True)}, now=t0, attempt=1)
+    await cancel_run(db, run_id, tenant_id="acme", reason="unsubscribed", now=later(t0, seconds=1))
+
+    reported = await record_delivery_outcome(
+        db, delivery_id, tenant_id="acme", outcome="temporary_failure", now=later(t0, seconds=2)
+    )
+
+    assert (reported.status, reported.suppression_reason) == ("cancelled", "run_cancelled")
+
+
 async def test_an_accepted_send_awaiting_feedback_is_never_sent_twice(db: Database, t0: datetime) -> None:
     _, delivery_id = await first(db, t0)
     adapter = Recorder(awaiting_feedback=True)

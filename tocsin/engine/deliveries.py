@@ -81,7 +81,13 @@ async def begin_attempt(conn: AsyncConnection, delivery: Delivery, *, now: datet
 
 
 async def apply_result(
-    conn: AsyncConnection, delivery: Delivery, result: SendResult, *, now: datetime, send_number: int | None
+    conn: AsyncConnection,
+    delivery: Delivery,
+    result: SendResult,
+    *,
+    now: datetime,
+    send_number: int | None,
+    run_finished: bool = False,
 ) -> Delivery:
     """Record the attempt row and, if the delivery is in flight, move its status.
 
@@ -89,6 +95,8 @@ async def apply_result(
     send); dispatch later asks whether the current send has its result by that number, never by a clock.
     A result that arrives when the delivery is no longer `dispatched` (a late bounce after success, a
     duplicate of an attempt already recorded) is kept as evidence only: it never moves the status.
+    A temporary failure of a run that finished while the send was in flight (the caller holds the run's
+    lock) is never retried: it ends `cancelled`/`run_cancelled` instead of `failed` for ever.
     """
     outcome, error_class, status, reason = EFFECTS[result.kind]
     if result.kind == "suppressed":
@@ -116,9 +124,12 @@ async def apply_result(
             provider_message_id=result.provider_message_id,
             now=now,
         )
-    return await move(
+    moved = await move(
         conn, delivery, status, now=now, suppression_reason=reason, provider_message_id=result.provider_message_id
     )
+    if moved.status == "failed" and run_finished:
+        return await move(conn, moved, "cancelled", now=now, suppression_reason="run_cancelled")
+    return moved
 
 
 async def mark_dispatched(db: Database, delivery_id: uuid.UUID, *, now: datetime) -> Delivery:

@@ -82,8 +82,13 @@ async def dispatch_delivery(
     result = await _send(message, channels.get(delivery.channel), policy, stopped=run.finished, refused=refused)
 
     async with db.transaction() as conn:
+        # The run first, as every decision locks: a cancel either committed before (and the result sees the
+        # run finished) or waits and then finds the delivery's new status.
+        run = await store.lock_run(conn, delivery.run_id)
         delivery = await store.lock_delivery(conn, delivery_id)
-        delivery = await apply_result(conn, delivery, result, now=clock(), send_number=send_number)
+        delivery = await apply_result(
+            conn, delivery, result, now=clock(), send_number=send_number, run_finished=run.finished
+        )
     log_attempt(delivery, result)
     return delivery
 

@@ -45,9 +45,9 @@ async def record_delivery_outcome(
         kind, error=error, provider_message_id=provider_message_id, provider_response=provider_response or {}
     )
     async with db.transaction() as conn:
-        delivery, _ = await store.lock_delivery_and_run(conn, delivery_id, tenant_id=tenant_id)
+        delivery, run = await store.lock_delivery_and_run(conn, delivery_id, tenant_id=tenant_id)
         # Feedback reports on the message, not on one send: it belongs to no send number (attempt_count stays).
-        settled = await apply_result(conn, delivery, result, now=now, send_number=None)
+        settled = await apply_result(conn, delivery, result, now=now, send_number=None, run_finished=run.finished)
         if delivery.status != "dispatched":
             await route_in(
                 conn,
