@@ -573,8 +573,8 @@ def test_without_a_database_url_the_error_names_the_setting() -> None:
         (
             {"TOCSIN_LOG_LEVEL": "LOUD"},
             ["worker"],
-            "error: invalid configuration: TOCSIN_LOG_LEVEL: unknown log level 'LOUD': use one of NOTSET, DEBUG, "
-            "INFO, WARN, WARNING, ERROR, CRITICAL, FATAL",
+            # The accepted names are the process's own: a library may add some (uvicorn adds TRACE).
+            "error: invalid configuration: TOCSIN_LOG_LEVEL: unknown log level 'LOUD': use one of {levels}",
         ),
     ],
     ids=["database-url", "smtp-port", "log-level"],
@@ -583,7 +583,9 @@ def test_a_setting_that_cannot_work_is_an_environment_fault(
     fresh_db_url: str, settings: dict[str, str], args: list[str], message: str
 ) -> None:
     # The same command line works once the environment is fixed: exit 1, not 2.
-    assert Cli(fresh_db_url, settings=settings).error(*args, code=1) == message
+    levels = logging.getLevelNamesMapping()
+    names = ", ".join(sorted(levels, key=lambda name: (levels[name], name)))
+    assert Cli(fresh_db_url, settings=settings).error(*args, code=1) == message.format(levels=names)
 
 
 def test_a_malformed_database_url_argument_is_bad_input(cli: Cli) -> None:
