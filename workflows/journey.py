@@ -24,10 +24,12 @@ INFRA_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interva
 # A decision is one or two short Postgres transactions: milliseconds, a second under heavy load. The timeout is
 # also how long a run waits when its worker dies mid-decision (these activities do not heartbeat).
 ENGINE_TIMEOUT = timedelta(seconds=20)
-# A send is one provider call between two short transactions; the built-in adapters bound the call (webhook
-# 10 s, SMTP 30 s per command), and two minutes leaves room for a slower adapter of the user's own. A worker
-# that dies mid-send is noticed by its missing heartbeats instead, after SEND_HEARTBEAT.
-SEND_TIMEOUT = timedelta(minutes=2)
+# A send is one provider call between two short transactions. A worker that dies mid-send is noticed by its
+# missing heartbeats, after SEND_HEARTBEAT; the start-to-close timeout only bounds a provider that never
+# answers, and is long on purpose: when it fires, the send still running on its worker and the retry would
+# both reach the provider (an SMTP session is several commands of up to 30 s each, and a mail server drops no
+# duplicate by its Message-ID).
+SEND_TIMEOUT = timedelta(minutes=15)
 SEND_HEARTBEAT = timedelta(seconds=10)
 # While a delivery has not converged (awaiting provider feedback) the workflow waits for a wake signal,
 # and re-reads the rows now and then anyway, in case a wake was lost.

@@ -82,8 +82,8 @@ def test_set_is_scoped_to_the_tenant_and_recipient(cli: Cli) -> None:
     [
         ((), "error: pass exactly one of --opt-in or --opt-out"),
         (("--opt-in", "--opt-out"), "error: pass exactly one of --opt-in or --opt-out"),
-        (("--channel", " ", "--opt-out"), "error: channel must be a non-blank string"),
-        (("--workflow", "", "--opt-in"), "error: workflow_key must be a non-blank string"),
+        (("--channel", " ", "--opt-out"), "error: channel must not be blank"),
+        (("--workflow", "", "--opt-in"), "error: workflow_key must not be blank"),
     ],
 )
 def test_bad_input_to_set_exits_2_with_one_line_and_writes_nothing(
@@ -104,8 +104,8 @@ SHOW = ("preferences", "show")
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ((*SHOW, "--tenant", " ", "--recipient", RECIPIENT), "error: tenant_id must be a non-blank string"),
-        ((*SET, "--tenant", TENANT, "--recipient", "", "--opt-in"), "error: recipient must be a non-blank string"),
+        ((*SHOW, "--tenant", " ", "--recipient", RECIPIENT), "error: tenant_id must not be blank"),
+        ((*SET, "--tenant", TENANT, "--recipient", "", "--opt-in"), "error: recipient must not be blank"),
         (
             (*SHOW, "--tenant", TENANT),
             "error: missing option '--recipient'; see 'tocsin preferences show --help'",

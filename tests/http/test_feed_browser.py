@@ -20,6 +20,9 @@ from tocsin.testing import eventually
 
 # The browser's behaviour does not depend on the Postgres server: CI runs this once.
 pytestmark = pytest.mark.slow
+# How long the page may take to show what it must (Playwright's default is 5 s): a bound for a loaded CI
+# machine, not a measurement; bench/sse_latency.py measures the latency.
+expect.set_options(timeout=30_000)
 
 CHROMIUM_ARGS = [
     "--no-sandbox",

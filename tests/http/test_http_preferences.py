@@ -149,6 +149,29 @@ async def test_bad_preference_bodies_are_422_naming_the_field(
     assert await everything(db) == before
 
 
+@pytest.mark.parametrize(
+    ("body", "fault"),
+    [
+        ('{"opted_in": false, "workflow_key": "a\\u0000b"}', "workflow_key contains a NUL character"),
+        ('{"opted_in": false, "channel": "\\ud800"}', "channel contains a lone surrogate"),
+        ('{"opted_in": false, "workflow_key": "' + "k" * 3000 + '"}', "workflow_key is 3000 characters long"),
+    ],
+)
+async def test_a_scope_postgres_could_not_store_is_422_not_a_500(
+    client: httpx.AsyncClient, db: Database, body: str, fault: str
+) -> None:
+    before = await everything(db)
+
+    # As JSON text: the escapes reach the server as written (a client library would refuse a lone surrogate).
+    headers = {**bearer(), "content-type": "application/json"}
+    response = await client.put("/v1/preferences", headers=headers, content=body.encode())
+
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"][0] == "body" and (fault in error["msg"] or fault.split()[0] == error["loc"][-1])
+    assert await everything(db) == before
+
+
 async def test_a_body_that_is_not_json_is_422(client: httpx.AsyncClient, db: Database) -> None:
     response = await client.put(
         "/v1/preferences", headers={**bearer(), "content-type": "application/json"}, content=b"{nope"

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from itertools import product
 
-from sqlalchemy import Select, and_, bindparam, func, or_, select, tuple_, update
-from sqlalchemy.dialects.postgresql import distinct_on, insert
+from sqlalchemy import Select, and_, any_, bindparam, func, or_, select, tuple_, update
+from sqlalchemy.dialects.postgresql import ARRAY, UUID, distinct_on, insert
 
 from tocsin.db import tables as t
 
@@ -133,8 +133,13 @@ LOCK_UNREAD_RUNS = (
     select(R.c.id).where(R.c.id.in_(select(D.c.run_id).where(_unread))).order_by(R.c.id).with_for_update()
 )
 # Under those run locks a second read-all waits, then re-checks `read_at IS NULL` and stamps nothing twice.
+# Only the runs locked above: an item that arrived in between (its run unlocked) is left for the next read-all,
+# so no delivery is ever locked before its run.
 STAMP_UNREAD = (
-    update(D).where(_unread).values(read_at=bindparam("now"), updated_at=bindparam("now")).returning(D.c.id, D.c.run_id)
+    update(D)
+    .where(_unread, D.c.run_id == any_(bindparam("b_run_ids", type_=ARRAY(UUID(as_uuid=True)))))
+    .values(read_at=bindparam("now"), updated_at=bindparam("now"))
+    .returning(D.c.id, D.c.run_id)
 )
 
 __all__ = [

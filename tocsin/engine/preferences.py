@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tocsin.core.errors import InvalidRequest
+from tocsin.core.limits import check_identifier
 from tocsin.core.preferences import Preference, Preferences, Recipient, opted_in, resolve
 from tocsin.db import Database
 from tocsin.db import recipients as q
@@ -29,9 +30,8 @@ async def connection(source: Conn) -> AsyncIterator[AsyncConnection]:
 
 
 def _text(name: str, value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidRequest(f"{name} must be a non-blank string")
-    return value
+    # The identifier rule of every other key (a NUL or an over-long key would fail in Postgres, a 500 over HTTP).
+    return check_identifier(name, value)
 
 
 def _scope(name: str, value: object) -> str | None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 import uuid
 from datetime import UTC, datetime
 
+from tocsin.core.cursors import decode_cursor, encode_cursor
 from tocsin.core.errors import InvalidRequest
 from tocsin.core.models import Attempt, Delivery, Run, RunDetail, RunPage, Transition
 from tocsin.core.vocabulary import RUN_STATES
@@ -57,17 +57,4 @@ async def list_runs(
             limit=limit + 1,  # one more than the page: whether another page follows
         )
     page, more = rows[:limit], len(rows) > limit
-    return RunPage(runs=page, next_cursor=encode_cursor(page[-1]) if more else None)
-
-
-def encode_cursor(run: Run) -> str:
-    """The position after `run` in the newest-first order: its (created_at, id), opaque to callers."""
-    return base64.urlsafe_b64encode(f"{run.created_at.isoformat()}|{run.id}".encode()).decode()
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        created_at, run_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(created_at), uuid.UUID(run_id)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"invalid cursor {cursor!r}") from exc
+    return RunPage(runs=page, next_cursor=encode_cursor(page[-1].created_at, page[-1].id) if more else None)

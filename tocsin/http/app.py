@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
@@ -15,6 +16,7 @@ from temporalio.client import Client
 
 from tocsin.core import contracts as c
 from tocsin.core.errors import InvalidRequest
+from tocsin.core.limits import printable
 from tocsin.core.preferences import Preferences
 from tocsin.db import Database, store
 from tocsin.engine import preferences as prefs
@@ -65,6 +67,20 @@ def create_app(
         redoc_url=None,
     )
     Who = Annotated[Principal, Depends(principal)]
+
+    @app.exception_handler(RequestValidationError)
+    async def unprocessable(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Where and what, never the input echoed back: it may be text JSON cannot encode (a lone surrogate),
+        # which would turn a 422 into a 500.
+        errors = [
+            {
+                "loc": [printable(part) if isinstance(part, str) else part for part in e["loc"]],
+                "msg": e["msg"],
+                "type": e["type"],
+            }
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
 
     @app.exception_handler(feed.ItemNotFound)
     async def not_found(request: Request, exc: feed.ItemNotFound) -> JSONResponse:

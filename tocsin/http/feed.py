@@ -6,8 +6,6 @@ sends exactly the signals `Tocsin.mark_read` / `mark_seen` send.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from datetime import datetime
 from typing import Any, Literal
@@ -15,6 +13,8 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tocsin.core.cursors import decode_cursor, encode_cursor
+from tocsin.core.errors import InvalidRequest
 from tocsin.db import Database
 from tocsin.db import recipients as q
 from tocsin.engine.inbox import RECEIPT_SIGNALS, stamp_receipt
@@ -53,22 +53,7 @@ class ItemNotFound(LookupError):
 
 
 class BadCursor(ValueError):
-    pass
-
-
-def encode_cursor(item: InboxItem) -> str:
-    return base64.urlsafe_b64encode(f"{item.created_at.isoformat()}|{item.id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        moment, _, item_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().partition("|")
-        after = datetime.fromisoformat(moment), uuid.UUID(item_id)
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise BadCursor("not a cursor this API returned") from exc
-    if after[0].tzinfo is None:
-        raise BadCursor("not a cursor this API returned")
-    return after
+    """A `cursor` query parameter that is not one this API returned: a 422 naming the field."""
 
 
 def _who(who: Principal) -> dict[str, str]:
@@ -86,14 +71,21 @@ async def page(
     """Newest first, by (created_at, id): a page never repeats or skips an item, whatever arrives meanwhile."""
     params: dict[str, Any] = {**_who(who), "limit": limit + 1}
     if cursor is not None:
-        params["after_created"], params["after_id"] = decode_cursor(cursor)
+        try:
+            params["after_created"], params["after_id"] = decode_cursor(cursor)
+        except InvalidRequest as exc:
+            raise BadCursor("not a cursor this API returned") from exc
     async with db.transaction() as conn:
         result = await conn.execute(q.INBOX_PAGES[(unread, archived, cursor is not None)], params)
         items = [InboxItem.model_validate(dict(row)) for row in result.mappings().all()]
         found = await counts(conn, who)
     more = len(items) > limit
     items = items[:limit]
-    return InboxPage(items=items, next_cursor=encode_cursor(items[-1]) if more else None, **found.model_dump())
+    return InboxPage(
+        items=items,
+        next_cursor=encode_cursor(items[-1].created_at, items[-1].id) if more else None,
+        **found.model_dump(),
+    )
 
 
 async def item(conn: AsyncConnection, who: Principal, item_id: uuid.UUID) -> InboxItem:
@@ -125,8 +117,8 @@ async def archive(db: Database, who: Principal, item_id: uuid.UUID, *, now: date
 async def read_all(db: Database, who: Principal, *, now: datetime) -> tuple[int, list[uuid.UUID]]:
     """Read every unread, unarchived item, each with its `notification.read` signal; a repeat stamps nothing."""
     async with db.transaction() as conn:
-        await conn.execute(q.LOCK_UNREAD_RUNS, _who(who))
-        stamped = (await conn.execute(q.STAMP_UNREAD, {**_who(who), "now": now})).all()
+        runs = [row.id for row in await conn.execute(q.LOCK_UNREAD_RUNS, _who(who))]
+        stamped = (await conn.execute(q.STAMP_UNREAD, {**_who(who), "now": now, "b_run_ids": runs})).all()
         stopped: list[uuid.UUID] = []
         for delivery_id, run_id in sorted(stamped, key=lambda row: (row.run_id, row.id)):
             stopped += await route_in(
