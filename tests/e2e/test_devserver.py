@@ -6,14 +6,10 @@ The time-skipping server implements neither, so these run on a real dev server, 
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,6 +30,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
+from worker_process import run_worker_until_its_schedule_exists
 
 from tocsin import Tocsin, build_worker, engine, ensure_reconcile_schedule
 from tocsin.channels import InAppChannel, LogChannel, WebhookChannel
@@ -295,29 +292,11 @@ async def test_tocsin_worker_creates_the_schedule_and_stops_on_sigterm(
         "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
         "TOCSIN_TASK_QUEUE": task_queue,
     }
-    worker = await asyncio.create_subprocess_exec(
-        sys.executable, str(Path(__file__).parents[2] / "worker.py"),
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        schedule = dev_env.client.get_schedule_handle(reconcile_schedule_id(task_queue))
-
-        async def described() -> bool:
-            try:
-                await schedule.describe()
-            except RPCError:
-                return False
-            return True
-
-        await eventually(described, within=30, what="the worker to create the reconcile schedule")
-        worker.send_signal(signal.SIGTERM)
-        output, _ = await asyncio.wait_for(worker.communicate(), 30)
-        assert worker.returncode == 0, output.decode()
-        assert "Traceback" not in output.decode()
-    finally:
-        if worker.returncode is None:
-            worker.kill()
-            await worker.wait()
+    code, output = await run_worker_until_its_schedule_exists(
+        dev_env.client, env, task_queue, what="the worker to create the reconcile schedule"
+    )
+    assert code == 0, output
+    assert "Traceback" not in output
 
 
 ONE_STEP = {"key": "one_step", "version": 1, "steps": [{"key": "note", "channel": "in_app", "content": {"t": "hi"}}]}

@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import ssl
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -31,6 +29,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, TLSConfig
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
+from worker_process import run_worker_until_its_schedule_exists
 
 from tocsin import Tocsin
 from tocsin.cli.app import app
@@ -40,8 +39,6 @@ from tocsin.core.errors import ConfigurationError, InvalidRequest
 from tocsin.db import Database
 from tocsin.settings import ENV_NAMES, TEMPORAL_SDK_ENV_NAMES, Settings
 from tocsin.temporal.connect import connect_from_settings, connect_temporal
-from tocsin.temporal.worker import reconcile_schedule_id
-from tocsin.testing import eventually
 
 ROOT = Path(__file__).parents[2]
 SERVER_NAME = "temporal.test"  # the endpoint's certificate names only this: dialing 127.0.0.1 needs the override
@@ -267,30 +264,12 @@ async def test_tocsin_worker_reaches_a_tls_cluster_through_a_profile(
         "TOCSIN_DATABASE_URL": fresh_db_url,
         "TOCSIN_TASK_QUEUE": task_queue,
     }
-    worker = await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "worker.py"),
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        # Seen from the plaintext side: the schedule the worker created over TLS.
-        schedule = dev_server.client.get_schedule_handle(reconcile_schedule_id(task_queue))
-
-        async def described() -> bool:
-            try:
-                await schedule.describe()
-            except RPCError:
-                return False
-            return True
-
-        await eventually(described, within=30, what="the worker to create its reconcile schedule over TLS")
-        worker.send_signal(signal.SIGTERM)
-        output, _ = await asyncio.wait_for(worker.communicate(), 30)
-    finally:
-        if worker.returncode is None:
-            worker.kill()
-            await worker.wait()
-    assert worker.returncode == 0, output.decode()
-    assert f"of {tls_endpoint.address} (namespace default)" in output.decode()
+    # Seen from the plaintext side: the schedule the worker created over TLS.
+    code, output = await run_worker_until_its_schedule_exists(
+        dev_server.client, env, task_queue, what="the worker to create its reconcile schedule over TLS"
+    )
+    assert code == 0, output
+    assert f"of {tls_endpoint.address} (namespace default)" in output
     assert CLIENT_NAME in tls_endpoint.clients
 
 
