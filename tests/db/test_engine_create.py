@@ -69,6 +69,7 @@ async def test_create_run_writes_the_run_its_first_transitions_and_its_first_del
         "last_transition_at": t0,
         "created_at": t0,
         "updated_at": t0,
+        "throttle_key": None,
     }
     assert run.model_dump() == row
 
@@ -117,6 +118,9 @@ async def test_create_run_writes_the_run_its_first_transitions_and_its_first_del
         "read_at": None,
         "seen_at": None,
         "archived_at": None,
+        "scheduled_for": None,
+        "send_timezone": None,
+        "feedback_due_at": None,
         "created_at": t0,
         "updated_at": t0,
     }

@@ -195,6 +195,9 @@ async def test_a_due_wait_advances_once_and_plans_exactly_one_next_delivery(db: 
         "read_at": None,
         "seen_at": None,
         "archived_at": None,
+        "scheduled_for": None,
+        "send_timezone": None,
+        "feedback_due_at": None,
         "created_at": woke,
         "updated_at": woke,
     }

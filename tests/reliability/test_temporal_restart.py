@@ -100,6 +100,12 @@ async def test_timers_fire_after_the_temporal_server_restarts_on_its_database_fi
                     return await run_states(db, every) == {"completed": len(every)}
 
                 await eventually(all_completed, within=120, what="every run to complete after the restart")
+
+                # The run row settles in the last activity; its execution closes a moment later.
+                async def all_closed() -> bool:
+                    return "RUNNING" not in await executions(address, every)
+
+                await eventually(all_closed, within=30, what="every execution to close")
                 found = await executions(address, every)
         finally:
             await first.aclose()

@@ -52,6 +52,7 @@ class Run(Row):
     last_transition_at: datetime
     created_at: datetime
     updated_at: datetime
+    throttle_key: str | None = None  # SPEC 11.4: the rendered throttle key
 
     @property
     def workflow_id(self) -> str:
@@ -94,6 +95,10 @@ class Delivery(Row):
     created_at: datetime
     updated_at: datetime
     archived_at: datetime | None
+    # SPEC 11.3: the earliest moment the next send may go out, the send window's zone, the feedback deadline.
+    scheduled_for: datetime | None = None
+    send_timezone: str | None = None
+    feedback_due_at: datetime | None = None
 
 
 class Attempt(Row):

@@ -45,6 +45,10 @@ TransitionReason = Literal[
     "signal_received",
     "workflow_cancelled",
     "step_limit_exceeded",
+    # Part II (SPEC 15)
+    "workflow_throttled",
+    "wait_failed",
+    "rule_failed",
 ]
 TRANSITION_REASONS: tuple[TransitionReason, ...] = get_args(TransitionReason)
 
@@ -57,6 +61,10 @@ StatusReason = Literal[
     "stopped_by_signal",
     "stopped_by_request",
     "step_limit_exceeded",
+    # Part II (SPEC 15)
+    "throttled",
+    "wait_failed",
+    "rule_failed",
 ]
 STATUS_REASONS: tuple[StatusReason, ...] = get_args(StatusReason)
 

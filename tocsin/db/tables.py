@@ -77,6 +77,8 @@ workflow_runs = Table(
     tz("due_at", nullable=True),
     Column("pending_signals", ARRAY(Text), nullable=False, server_default=text("'{}'::text[]")),
     Column("terminal_reason", Text, nullable=True),
+    # The rendered throttle key (SPEC 11.4); NULL for a definition whose throttle has no key, or no throttle.
+    Column("throttle_key", Text, nullable=True),
     Column("workflow_started", Boolean, nullable=False, server_default=text("false")),
     tz("started_at"),
     tz("last_transition_at"),
@@ -89,6 +91,7 @@ workflow_runs = Table(
     CheckConstraint("(state = 'waiting') = (due_at IS NOT NULL)", name="workflow_runs_due_at_only_waiting"),
     Index("workflow_runs_waiting_due", "state", "due_at", postgresql_where=text("state = 'waiting'")),
     Index("workflow_runs_tenant_recipient_state", "tenant_id", "recipient", "state"),
+    Index("workflow_runs_throttle_scope", "tenant_id", "workflow_key", "recipient", "throttle_key", "created_at"),
     Index(
         "workflow_runs_unstarted",
         "created_at",
@@ -118,9 +121,20 @@ deliveries = Table(
     tz("created_at"),
     tz("updated_at"),
     tz("archived_at", nullable=True),
+    # SPEC 11.3: the earliest moment the next send may go out (a send window, a retry's backoff) ...
+    tz("scheduled_for", nullable=True),
+    # ... the zone the step's send window was read in ...
+    Column("send_timezone", Text, nullable=True),
+    # ... and when a send the provider took, awaiting its report, settles as delivered.
+    tz("feedback_due_at", nullable=True),
     UniqueConstraint("run_id", "activation", name="deliveries_run_activation_key"),
     one_of("status", DELIVERY_STATUSES, "deliveries_status_check"),
     Index("deliveries_inbox", "tenant_id", "recipient", "channel", "created_at"),
+    Index(
+        "deliveries_feedback_due",
+        "feedback_due_at",
+        postgresql_where=text("status = 'dispatched' AND feedback_due_at IS NOT NULL"),
+    ),
 )
 
 delivery_attempts = Table(
