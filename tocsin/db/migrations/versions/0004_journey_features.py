@@ -1,4 +1,4 @@
-"""Journey features (SPEC 11.1–11.4, 11.7): send windows and retry times on deliveries, feedback deadlines,
+"""Journey features (SPEC 11.1-11.4, 11.7): send windows and retry times on deliveries, feedback deadlines,
 throttle scopes on runs, and the status and transition reasons those features write.
 
 Revision ID: 0004
