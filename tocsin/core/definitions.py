@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeGuard, get_args
+from typing import Annotated, Any, ClassVar, Literal, TypeGuard, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
@@ -22,12 +22,15 @@ from tocsin.core.errors import DefinitionError, InvalidDocument, Problem, Proble
 from tocsin.core.limits import INT4_MAX, MAX_DURATION_SECONDS, identifier_fault, printable, shape_fault
 from tocsin.core.templates import template_problems
 from tocsin.core.vocabulary import OUTCOMES, Outcome
+from tocsin.core.windows import SendWindow
 
 Anchor = Literal["prior_delivery_terminal_at", "step_activated_at"]
 
 ANCHORS: tuple[Anchor, ...] = get_args(Anchor)
 MAX_CANCEL_SIGNALS = 10
 DEFAULT_MAX_STEP_ACTIVATIONS = 50
+DEFAULT_FEEDBACK_TIMEOUT_SECONDS = 3 * 86400  # P3D
+DEFAULT_TIMEZONE = "UTC"
 # Past this the backoff passes any interval's cap within a few attempts: a larger factor is a typo.
 MAX_BACKOFF_COEFFICIENT = 100
 
@@ -55,36 +58,68 @@ class RetryPolicy(BaseModel):
         return int(min(delay, self.maximum_interval_seconds))
 
 
-class WaitUntilRule(BaseModel):
+class _Model(BaseModel):
+    """A definition model whose fields added after definitions were first registered are left out of its dump
+    while at their default: a definition that does not use them dumps, and so checksums, exactly as before
+    they existed (a changed checksum would make every registered definition a new version to the registry)."""
+
     model_config = _MODEL_CONFIG
+
+    added_fields: ClassVar[frozenset[str]] = frozenset()
+
+    def _omitted(self) -> set[str]:
+        fields = type(self).model_fields
+        return {name for name in self.added_fields if getattr(self, name) == fields[name].get_default()}
+
+    @model_serializer(mode="wrap")
+    def _omit_added_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for name in self._omitted():
+            data.pop(name, None)
+        return data
+
+
+class WaitUntilRule(_Model):
+    added_fields = frozenset({"delay_seconds", "until", "offset_seconds", "when"})
 
     kind: Literal["wait_until"]
     anchor: Anchor = "prior_delivery_terminal_at"
-    delay_seconds: int
+    # Exactly one of the two (validation sees to it): a fixed delay after the anchor, or a moment from the data.
+    delay_seconds: int | None = None
+    until: str | None = None  # a template rendering to an ISO-8601 timestamp with an offset (SPEC 11.2)
+    offset_seconds: int = 0  # added to `until`; negative is before it
     to_step: str
     cancel_signals: tuple[str, ...] = ()
+    when: str | None = None
+
+    def _omitted(self) -> set[str]:
+        # The anchor does not apply to an `until` wait: its default is not part of what the rule says.
+        omitted = super()._omitted()
+        return omitted | {"anchor"} if self.until is not None else omitted
 
 
-class OnOutcomeRule(BaseModel):
-    model_config = _MODEL_CONFIG
+class OnOutcomeRule(_Model):
+    added_fields = frozenset({"when"})
 
     kind: Literal["on_outcome"]
     outcome: Outcome
     to_step: str
+    when: str | None = None
 
 
-class StopRule(BaseModel):
-    model_config = _MODEL_CONFIG
+class StopRule(_Model):
+    added_fields = frozenset({"when"})
 
     kind: Literal["stop"]
     outcome: Outcome
+    when: str | None = None
 
 
 ProgressRule = Annotated[WaitUntilRule | OnOutcomeRule | StopRule, Field(discriminator="kind")]
 
 
-class Step(BaseModel):
-    model_config = _MODEL_CONFIG
+class Step(_Model):
+    added_fields = frozenset({"required", "when", "send_window", "feedback_timeout_seconds"})
 
     key: str
     channel: str
@@ -93,34 +128,48 @@ class Step(BaseModel):
     retry: RetryPolicy = RetryPolicy()
     # Sent whatever the recipient's preferences say (receipts, security notices); the policy hook still runs.
     required: bool = False
+    when: str | None = None  # false: the delivery is planned suppressed/condition_not_met (SPEC 11.1)
+    send_window: SendWindow | None = None
+    # How long a send the provider accepted may await its feedback before it counts as delivered (SPEC 11.3).
+    feedback_timeout_seconds: int = DEFAULT_FEEDBACK_TIMEOUT_SECONDS
 
-    @model_serializer(mode="wrap")
-    def _omit_not_required(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # A definition without `required` dumps (and so checksums) exactly as before the field existed.
-        data: dict[str, Any] = handler(self)
-        if not self.required:
-            data.pop("required", None)
-        return data
+    @property
+    def wait_rules(self) -> tuple[WaitUntilRule, ...]:
+        return tuple(rule for rule in self.progress if isinstance(rule, WaitUntilRule))
 
     @property
     def wait_rule(self) -> WaitUntilRule | None:
-        return next((rule for rule in self.progress if isinstance(rule, WaitUntilRule)), None)
+        """The first wait_until rule: the one that waits, for a step whose wait rules carry no `when`."""
+        return next(iter(self.wait_rules), None)
 
     def rule_for(self, outcome: Outcome) -> OnOutcomeRule | StopRule | None:
-        """The rule that decides what a terminal `outcome` of this step's delivery does, if any."""
+        """The first rule naming a terminal `outcome` of this step's delivery, whatever its `when`."""
         for rule in self.progress:
             if isinstance(rule, OnOutcomeRule | StopRule) and rule.outcome == outcome:
                 return rule
         return None
 
 
-class WorkflowDefinition(BaseModel):
-    model_config = _MODEL_CONFIG
+class Throttle(_Model):
+    """At most `limit` runs per `period_seconds` in one scope: tenant, workflow, recipient, rendered key."""
+
+    added_fields = frozenset({"key"})
+
+    limit: int
+    period_seconds: int
+    key: str | None = None  # a template
+
+
+class WorkflowDefinition(_Model):
+    added_fields = frozenset({"throttle", "data_schema", "default_timezone"})
 
     key: str
     version: int
     steps: tuple[Step, ...]
     max_step_activations: int = DEFAULT_MAX_STEP_ACTIVATIONS
+    throttle: Throttle | None = None
+    data_schema: dict[str, Any] | None = None  # a JSON Schema (draft 2020-12) the trigger data must meet
+    default_timezone: str = DEFAULT_TIMEZONE  # for send windows, when neither the step nor the recipient names one
 
     @property
     def first_step(self) -> Step:

@@ -30,6 +30,14 @@ ProblemCode = Literal[
     "invalid_retry",
     "invalid_text",
     "invalid_required",
+    "invalid_condition",
+    "unreachable_rule",
+    "invalid_send_window",
+    "invalid_timezone",
+    "invalid_throttle",
+    "invalid_batch",
+    "invalid_data_schema",
+    "invalid_feedback_timeout",
     "unknown_channel",  # only from `tocsin definitions check --channels`
 ]
 

@@ -46,6 +46,11 @@ def _node_id(index: int) -> str:
 
 
 def _wait_label(rule: WaitUntilRule) -> str:
+    if rule.delay_seconds is None:  # a wait until a moment from the data (SPEC 11.2)
+        if not rule.offset_seconds:
+            return "wait until"
+        side = "before" if rule.offset_seconds < 0 else "after"
+        return f"wait until, {iso_duration(abs(rule.offset_seconds))} {side}"
     after = "" if rule.anchor == "prior_delivery_terminal_at" else " after activation"
     return f"wait {iso_duration(rule.delay_seconds)}{after}"
 
