@@ -123,13 +123,13 @@ def timezone_problem(value: object, location: str) -> Problem | None:
     return Problem(location, "invalid_timezone", message)
 
 
-def _clock(value: object, location: str, problems: list[Problem]) -> str | None:
-    """`value` as a two-digit HH:MM, or None and a problem."""
+def _clock(value: object, name: str, location: str, problems: list[Problem]) -> str | None:
+    """`value` (the window's `name`, start or end) as a two-digit HH:MM, or None and a problem."""
     if isinstance(value, str) and (match := _CLOCK.fullmatch(value)):
         hours, minutes = int(match[1]), int(match[2])
         if hours < 24 and minutes < 60:
             return f"{hours:02d}:{minutes:02d}"
-    message = f'must be a local time "HH:MM" from 00:00 to 23:59, got {_shown(value)}'
+    message = f'{name} must be a local time "HH:MM" from 00:00 to 23:59, got {_shown(value)}'
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _MINUTES_PER_DAY:
         # YAML 1.1 reads an unquoted 22:00 as the sexagesimal number 1320.
         message += f" (YAML reads an unquoted {value // 60}:{value % 60:02d} as a number: put it in quotes)"
@@ -188,7 +188,7 @@ def send_window_problems(raw: object, location: str) -> tuple[object, list[Probl
         if name not in raw:
             problems.append(Problem(location, "invalid_send_window", f'send_window needs {name} ("HH:MM")'))
             continue
-        clock = _clock(raw[name], f"{location}.{name}", problems)
+        clock = _clock(raw[name], name, f"{location}.{name}", problems)
         normalized[name] = raw[name] if clock is None else clock
         if clock is not None:
             clocks.append(clock)
