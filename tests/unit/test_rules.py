@@ -35,7 +35,7 @@ def branch(outcome: str, *, terminal: bool = True) -> Branchable:
 
 
 def test_not_branchable_without_rules_holds_no_progress_rules() -> None:
-    assert decide(make_step(), PENDING) == Hold("no_progress_rules")
+    assert decide(make_step(), PENDING, {}) == Hold("no_progress_rules")
 
 
 @pytest.mark.parametrize(
@@ -47,7 +47,7 @@ def test_not_branchable_without_rules_holds_no_progress_rules() -> None:
     ],
 )
 def test_not_branchable_with_a_wait_rule_holds_prior_delivery_not_converged(progress: list[dict[str, Any]]) -> None:
-    assert decide(make_step(*progress), PENDING) == Hold("prior_delivery_not_converged")
+    assert decide(make_step(*progress), PENDING, {}) == Hold("prior_delivery_not_converged")
 
 
 @pytest.mark.parametrize(
@@ -55,7 +55,7 @@ def test_not_branchable_with_a_wait_rule_holds_prior_delivery_not_converged(prog
     [[on("bounced", "t")], [stop("delivered")], [on("temporary_failure", "t"), stop("bounced")]],
 )
 def test_not_branchable_without_a_wait_rule_holds_no_matching_progress_rule(progress: list[dict[str, Any]]) -> None:
-    assert decide(make_step(*progress), PENDING) == Hold("no_matching_progress_rule")
+    assert decide(make_step(*progress), PENDING, {}) == Hold("no_matching_progress_rule")
 
 
 # --- an outcome rule names the outcome -----------------------------------------------------------------
@@ -64,37 +64,39 @@ def test_not_branchable_without_a_wait_rule_holds_no_matching_progress_rule(prog
 @pytest.mark.parametrize("outcome", TERMINAL_OUTCOMES)
 def test_on_outcome_rule_naming_the_outcome_advances(outcome: str) -> None:
     the_step = make_step(wait("w", 60), on(outcome, "next"), stop("temporary_failure"))
-    decision = decide(the_step, branch(outcome))
+    decision = decide(the_step, branch(outcome), {})
     assert decision == Advance(OnOutcomeRule(kind="on_outcome", outcome=outcome, to_step="next"), branch(outcome))
 
 
 @pytest.mark.parametrize("outcome", TERMINAL_OUTCOMES)
 def test_stop_rule_naming_the_outcome_halts(outcome: str) -> None:
     the_step = make_step(wait("w", 60), stop(outcome))
-    assert decide(the_step, branch(outcome)) == Halt(StopRule(kind="stop", outcome=outcome), branch(outcome))
+    assert decide(the_step, branch(outcome), {}) == Halt(StopRule(kind="stop", outcome=outcome), branch(outcome))
 
 
 def test_the_first_rule_naming_the_outcome_wins() -> None:
-    # Registration forbids two rules for one outcome; decide() still takes the first in order.
+    # Registration forbids two unconditioned rules for one outcome; decide() still takes the first in order.
     first_on = make_step(on("bounced", "a"), stop("bounced"), on("bounced", "b"))
-    assert decide(first_on, branch("bounced")) == Advance(
+    assert decide(first_on, branch("bounced"), {}) == Advance(
         OnOutcomeRule(kind="on_outcome", outcome="bounced", to_step="a"), branch("bounced")
     )
     first_stop = make_step(stop("bounced"), on("bounced", "a"))
-    assert decide(first_stop, branch("bounced")) == Halt(StopRule(kind="stop", outcome="bounced"), branch("bounced"))
+    assert decide(first_stop, branch("bounced"), {}) == Halt(
+        StopRule(kind="stop", outcome="bounced"), branch("bounced")
+    )
 
 
 def test_an_outcome_rule_wins_over_the_wait_rule_listed_before_it() -> None:
     the_step = make_step(wait("w", 60), on("delivered", "next"))
-    assert isinstance(decide(the_step, branch("delivered")), Advance)
+    assert isinstance(decide(the_step, branch("delivered"), {}), Advance)
 
 
 def test_a_rule_naming_temporary_failure_fires_on_the_non_terminal_outcome() -> None:
     failed = branch("temporary_failure", terminal=False)
-    assert decide(make_step(wait("w", 60), on("temporary_failure", "sms")), failed) == Advance(
+    assert decide(make_step(wait("w", 60), on("temporary_failure", "sms")), failed, {}) == Advance(
         OnOutcomeRule(kind="on_outcome", outcome="temporary_failure", to_step="sms"), failed
     )
-    assert decide(make_step(stop("temporary_failure")), failed) == Halt(
+    assert decide(make_step(stop("temporary_failure")), failed, {}) == Halt(
         StopRule(kind="stop", outcome="temporary_failure"), failed
     )
 
@@ -108,7 +110,7 @@ def test_a_rule_naming_temporary_failure_fires_on_the_non_terminal_outcome() -> 
 )
 def test_unnamed_temporary_failure_holds_awaiting_terminal_outcome(progress: list[dict[str, Any]]) -> None:
     failed = branch("temporary_failure", terminal=False)
-    assert decide(make_step(*progress), failed) == Hold("awaiting_terminal_outcome")
+    assert decide(make_step(*progress), failed, {}) == Hold("awaiting_terminal_outcome")
 
 
 @pytest.mark.parametrize("outcome", TERMINAL_OUTCOMES)
@@ -116,7 +118,7 @@ def test_unnamed_terminal_outcome_enters_the_wait(outcome: str) -> None:
     the_step = make_step(
         on("temporary_failure", "x"), wait("w", 90, anchor="step_activated_at", cancel_signals=["read"])
     )
-    assert decide(the_step, branch(outcome)) == EnterWait(
+    assert decide(the_step, branch(outcome), {}) == EnterWait(
         WaitUntilRule(
             kind="wait_until", anchor="step_activated_at", delay_seconds=90, to_step="w", cancel_signals=("read",)
         ),
@@ -126,10 +128,10 @@ def test_unnamed_terminal_outcome_enters_the_wait(outcome: str) -> None:
 
 @pytest.mark.parametrize("outcome", TERMINAL_OUTCOMES)
 def test_unnamed_terminal_outcome_without_a_wait_completes(outcome: str) -> None:
-    assert decide(make_step(), branch(outcome)) == Complete(branch(outcome))
+    assert decide(make_step(), branch(outcome), {}) == Complete(branch(outcome))
 
 
 @pytest.mark.parametrize("outcome", ["delivered", "suppressed"])
 def test_rules_for_other_outcomes_do_not_stop_completion(outcome: str) -> None:
     the_step = make_step(on("bounced", "x"), stop("permanent_failure"), on("retries_exhausted", "y"))
-    assert decide(the_step, branch(outcome)) == Complete(branch(outcome))
+    assert decide(the_step, branch(outcome), {}) == Complete(branch(outcome))

@@ -7,6 +7,7 @@ is reported at once with a stable code and a location a user can find in their o
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import os
@@ -17,12 +18,14 @@ from typing import Annotated, Any, ClassVar, Literal, TypeGuard, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
+from tocsin.core.conditions import condition_problems
+from tocsin.core.data import data_schema_problems, required_names
 from tocsin.core.documents import read_document
 from tocsin.core.errors import DefinitionError, InvalidDocument, Problem, ProblemCode
 from tocsin.core.limits import INT4_MAX, MAX_DURATION_SECONDS, identifier_fault, printable, shape_fault
-from tocsin.core.templates import template_problems
+from tocsin.core.templates import template_problems, text_template_problems
 from tocsin.core.vocabulary import OUTCOMES, Outcome
-from tocsin.core.windows import SendWindow
+from tocsin.core.windows import SendWindow, send_window_problems, timezone_problem
 
 Anchor = Literal["prior_delivery_terminal_at", "step_activated_at"]
 
@@ -171,6 +174,12 @@ class WorkflowDefinition(_Model):
     data_schema: dict[str, Any] | None = None  # a JSON Schema (draft 2020-12) the trigger data must meet
     default_timezone: str = DEFAULT_TIMEZONE  # for send windows, when neither the step nor the recipient names one
 
+    @functools.cached_property
+    def required_data(self) -> tuple[tuple[str, str], ...]:
+        """(name, location) for each top-level data name a run of this definition needs (SPEC 11.7), at its first
+        use. Computed once: a definition is immutable, and pydantic keeps a cached property out of equality."""
+        return required_names(self)
+
     @property
     def first_step(self) -> Step:
         return self.steps[0]
@@ -242,31 +251,53 @@ _MAX_DURATION_DIGITS = 12
 _UNIT_SECONDS = {"weeks": 604800, "days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
 
 
+def _duration_seconds(text: str, shown: object) -> int:
+    """Seconds in the ISO-8601 duration `text` (zero included); errors name `shown`, the value as written."""
+    match = _DURATION.fullmatch(text)
+    if match is None or text.endswith("T") or not any(match.groupdict().values()):
+        if re.match(r"P[^T]*[YM]", text):
+            raise ValueError(f"{shown!r}: years and months have no fixed length; use weeks or days")
+        raise ValueError(f"{shown!r} is not an ISO-8601 duration such as PT2H, P3D or PT1H30M")
+    seconds = 0
+    for unit, amount in match.groupdict().items():
+        whole, _, fraction = (amount or "0").partition(".")
+        if fraction.strip("0"):
+            raise ValueError(f"{shown!r} is not a whole number of seconds")
+        digits = whole.lstrip("0") or "0"
+        if len(digits) > _MAX_DURATION_DIGITS:
+            raise _too_long(shown)
+        seconds += int(digits) * _UNIT_SECONDS[unit]
+    return seconds
+
+
+def _duration_type_error(value: object) -> ValueError:
+    return ValueError(f"expected an ISO-8601 duration or a number of seconds, got {value!r}")
+
+
 def parse_duration(value: object) -> int:
     """Seconds in an ISO-8601 duration (`PT2H`, `P3D`, `PT1H30M`, `P2W`) or a positive int of seconds,
     at most MAX_DURATION_SECONDS (ten years)."""
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError(f"expected an ISO-8601 duration or a number of seconds, got {value!r}")
-    if isinstance(value, int):
-        seconds = value
-    else:
-        match = _DURATION.fullmatch(value)
-        if match is None or value.endswith("T") or not any(match.groupdict().values()):
-            if re.match(r"P[^T]*[YM]", value):
-                raise ValueError(f"{value!r}: years and months have no fixed length; use weeks or days")
-            raise ValueError(f"{value!r} is not an ISO-8601 duration such as PT2H, P3D or PT1H30M")
-        seconds = 0
-        for unit, amount in match.groupdict().items():
-            whole, _, fraction = (amount or "0").partition(".")
-            if fraction.strip("0"):
-                raise ValueError(f"{value!r} is not a whole number of seconds")
-            digits = whole.lstrip("0") or "0"
-            if len(digits) > _MAX_DURATION_DIGITS:
-                raise _too_long(value)
-            seconds += int(digits) * _UNIT_SECONDS[unit]
+        raise _duration_type_error(value)
+    seconds = value if isinstance(value, int) else _duration_seconds(value, value)
     if seconds <= 0:
         raise ValueError(f"a duration must be positive, got {value!r}")
     if seconds > MAX_DURATION_SECONDS:
+        raise _too_long(value)
+    return seconds
+
+
+def parse_offset(value: object) -> int:
+    """Seconds in a signed ISO-8601 duration (`-P1D` is a day before, `PT30M` or `+PT30M` half an hour after)
+    or an int of seconds, negative before; zero is no offset. At most MAX_DURATION_SECONDS either way."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise _duration_type_error(value)
+    if isinstance(value, int):
+        seconds = value
+    else:
+        sign = -1 if value.startswith("-") else 1
+        seconds = sign * _duration_seconds(value[1:] if value[:1] in ("-", "+") else value, value)
+    if abs(seconds) > MAX_DURATION_SECONDS:
         raise _too_long(value)
     return seconds
 
@@ -275,13 +306,42 @@ def _too_long(value: object) -> ValueError:
     return ValueError(f"{value!r} is longer than ten years ({MAX_DURATION_SECONDS} seconds), the longest allowed")
 
 
-_DEFINITION_FIELDS = frozenset({"key", "version", "steps", "max_step_activations"})
-_STEP_FIELDS = frozenset({"key", "channel", "content", "progress", "retry", "required"})
+_DEFINITION_FIELDS = frozenset(
+    {"key", "version", "steps", "max_step_activations", "throttle", "data_schema", "default_timezone"}
+)
+_STEP_FIELDS = frozenset(
+    {
+        "key",
+        "channel",
+        "content",
+        "progress",
+        "retry",
+        "required",
+        "when",
+        "send_window",
+        "feedback_timeout",
+        "feedback_timeout_seconds",
+    }
+)
 _RULE_FIELDS = {
-    "wait_until": frozenset({"kind", "anchor", "delay_seconds", "delay", "to_step", "cancel_signals"}),
-    "on_outcome": frozenset({"kind", "outcome", "to_step"}),
-    "stop": frozenset({"kind", "outcome"}),
+    "wait_until": frozenset(
+        {
+            "kind",
+            "anchor",
+            "delay_seconds",
+            "delay",
+            "until",
+            "offset",
+            "offset_seconds",
+            "to_step",
+            "cancel_signals",
+            "when",
+        }
+    ),
+    "on_outcome": frozenset({"kind", "outcome", "to_step", "when"}),
+    "stop": frozenset({"kind", "outcome", "when"}),
 }
+_THROTTLE_FIELDS = frozenset({"limit", "period", "period_seconds", "key"})
 _RETRY_FIELDS = frozenset(
     {
         "max_attempts",
@@ -370,7 +430,37 @@ class _Checker:
         }
         seen: set[str] = set()
         steps = [self.step(step, f"steps[{i}]", step_keys, seen) for i, step in enumerate(raw_steps)]
-        return {"key": key, "version": version, "steps": steps, "max_step_activations": limit}
+        normalized = {"key": key, "version": version, "steps": steps, "max_step_activations": limit}
+        if "throttle" in raw:
+            normalized["throttle"] = self.throttle(raw["throttle"], "throttle")
+        if "data_schema" in raw:
+            self.problems.extend(data_schema_problems(raw["data_schema"], "data_schema"))
+            normalized["data_schema"] = copy.deepcopy(raw["data_schema"])
+        if "default_timezone" in raw:
+            normalized["default_timezone"] = raw["default_timezone"]
+            problem = timezone_problem(raw["default_timezone"], "default_timezone")
+            if problem is not None:
+                self.problems.append(problem)
+        return normalized
+
+    def throttle(self, raw: object, location: str) -> object:
+        if not isinstance(raw, Mapping):
+            self.add(
+                location, "invalid_throttle", "throttle must be a mapping with limit and period (and optionally key)"
+            )
+            return raw
+        self.unexpected(raw, _THROTTLE_FIELDS, location)
+        limit = raw.get("limit")
+        if not _is_positive_int(limit):
+            self.add(f"{location}.limit", "invalid_throttle", f"limit {_INT_RANGE}, got {limit!r}")
+        normalized = {
+            "limit": limit,
+            "period_seconds": self.interval(raw, location, "period", None, "invalid_throttle"),
+        }
+        if "key" in raw:
+            self.problems.extend(text_template_problems(raw["key"], f"{location}.key"))
+            normalized["key"] = raw["key"]
+        return normalized
 
     def step(self, raw: object, location: str, step_keys: set[str], seen: set[str]) -> object:
         if not isinstance(raw, Mapping):
@@ -404,12 +494,28 @@ class _Checker:
             self.add(f"{location}.required", "invalid_required", f"required must be true or false, got {required!r}")
         elif required:
             normalized["required"] = True  # only when true: the normalized form of every other step is unchanged
+        if "when" in raw:
+            normalized["when"] = self.condition(raw["when"], f"{location}.when")
+        if "send_window" in raw:
+            window, problems = send_window_problems(raw["send_window"], f"{location}.send_window")
+            self.problems.extend(problems)
+            normalized["send_window"] = window
+        normalized["feedback_timeout_seconds"] = self.interval(
+            raw, location, "feedback_timeout", DEFAULT_FEEDBACK_TIMEOUT_SECONDS, "invalid_feedback_timeout"
+        )
         return normalized
 
+    def condition(self, raw: object, location: str) -> object:
+        self.problems.extend(condition_problems(raw, location))
+        return raw
+
     def progress(self, raw_rules: list[Any] | tuple[Any, ...], location: str, step_keys: set[str]) -> list[object]:
+        # Rules are tried in order and the first that applies fires: after a rule without `when`, a rule for the
+        # same outcome (for a wait_until: any wait_until) can never fire. Two such rules without `when` are the
+        # duplicates of SPEC 3; a conditioned one after an unconditioned one is unreachable.
         rules: list[object] = []
-        has_wait = False
-        outcomes: set[str] = set()
+        has_wait = False  # an unconditioned wait_until came before
+        outcomes: set[str] = set()  # outcomes an unconditioned on_outcome or stop rule handles
         for j, raw in enumerate(raw_rules):
             at = f"{location}[{j}]"
             if not isinstance(raw, Mapping):
@@ -423,22 +529,33 @@ class _Checker:
                 rules.append(raw)
                 continue
             self.unexpected(raw, _RULE_FIELDS[kind], at)
+            conditioned = "when" in raw
             if kind == "wait_until":
-                if has_wait:
-                    self.add(at, "duplicate_wait_rule", "a step may have only one wait_until rule")
-                has_wait = True
-                rules.append(self.wait_rule(raw, at, step_keys))
-                continue
-            outcome = raw.get("outcome")
-            if outcome not in OUTCOMES:
-                self.add(f"{at}.outcome", "invalid_outcome", f"outcome must be one of {', '.join(OUTCOMES)}")
-            elif outcome in outcomes:
-                self.add(f"{at}.outcome", "duplicate_outcome_rule", f"another rule already handles {outcome}")
+                if has_wait and not conditioned:
+                    self.add(at, "duplicate_wait_rule", "another wait_until without when comes first in this step")
+                elif has_wait:
+                    self.add(at, "unreachable_rule", "never fires: a wait_until without when comes first")
+                has_wait = has_wait or not conditioned
+                rule = self.wait_rule(raw, at, step_keys)
             else:
-                outcomes.add(outcome)
-            rule = {"kind": kind, "outcome": outcome}
-            if kind == "on_outcome":
-                rule["to_step"] = self.to_step(raw, at, step_keys)
+                outcome = raw.get("outcome")
+                if outcome not in OUTCOMES:
+                    self.add(f"{at}.outcome", "invalid_outcome", f"outcome must be one of {', '.join(OUTCOMES)}")
+                elif outcome in outcomes and not conditioned:
+                    self.add(
+                        f"{at}.outcome",
+                        "duplicate_outcome_rule",
+                        f"another rule without when already handles {outcome}",
+                    )
+                elif outcome in outcomes:
+                    self.add(at, "unreachable_rule", f"never fires: a rule without when for {outcome} comes first")
+                elif not conditioned:
+                    outcomes.add(outcome)
+                rule = {"kind": kind, "outcome": outcome}
+                if kind == "on_outcome":
+                    rule["to_step"] = self.to_step(raw, at, step_keys)
+            if conditioned:
+                rule["when"] = self.condition(raw["when"], f"{at}.when")
             rules.append(rule)
         return rules
 
@@ -453,16 +570,50 @@ class _Checker:
         return to_step
 
     def wait_rule(self, raw: Mapping[str, Any], location: str, step_keys: set[str]) -> dict[str, object]:
-        anchor = raw.get("anchor", "prior_delivery_terminal_at")
-        if anchor not in ANCHORS:
-            self.add(f"{location}.anchor", "invalid_anchor", f"anchor must be one of {', '.join(ANCHORS)}")
-        return {
-            "kind": "wait_until",
-            "anchor": anchor,
-            "delay_seconds": self.delay(raw, location),
-            "to_step": self.to_step(raw, location, step_keys),
-            "cancel_signals": self.cancel_signals(raw.get("cancel_signals", ()), f"{location}.cancel_signals"),
-        }
+        rule: dict[str, object] = {"kind": "wait_until"}
+        if "until" in raw:
+            rule.update(self.until(raw, location))
+        else:
+            anchor = raw.get("anchor", "prior_delivery_terminal_at")
+            if anchor not in ANCHORS:
+                self.add(f"{location}.anchor", "invalid_anchor", f"anchor must be one of {', '.join(ANCHORS)}")
+            for name in ("offset", "offset_seconds"):
+                if name in raw:
+                    self.add(f"{location}.{name}", "invalid_delay", f"{name} only applies to a wait with until")
+            rule.update(anchor=anchor, delay_seconds=self.delay(raw, location))
+        rule["to_step"] = self.to_step(raw, location, step_keys)
+        rule["cancel_signals"] = self.cancel_signals(raw.get("cancel_signals", ()), f"{location}.cancel_signals")
+        return rule
+
+    def until(self, raw: Mapping[str, Any], location: str) -> dict[str, object]:
+        """A wait until a moment from the data (SPEC 11.2): `until`, a template, and an optional signed offset."""
+        for name in ("delay", "delay_seconds"):
+            if name in raw:
+                self.add(
+                    f"{location}.{name}", "invalid_delay", f"give one of delay, delay_seconds or until, not {name} too"
+                )
+        if "anchor" in raw:
+            # The moment comes from the data: an anchor would be silently ignored, so it is refused.
+            self.add(f"{location}.anchor", "invalid_anchor", "anchor does not apply to a wait with until")
+        self.problems.extend(text_template_problems(raw["until"], f"{location}.until"))
+        if "offset" in raw and "offset_seconds" in raw:
+            self.add(f"{location}.offset", "invalid_delay", "give offset or offset_seconds, not both")
+            offset: object = None
+        elif "offset" in raw:
+            try:
+                offset = parse_offset(raw["offset"])
+            except ValueError as exc:
+                self.add(f"{location}.offset", "invalid_delay", str(exc))
+                offset = None
+        else:
+            offset = raw.get("offset_seconds", 0)
+            if isinstance(offset, bool) or not isinstance(offset, int) or abs(offset) > MAX_DURATION_SECONDS:
+                self.add(
+                    f"{location}.offset_seconds",
+                    "invalid_delay",
+                    f"must be an int of seconds from -{MAX_DURATION_SECONDS} to {MAX_DURATION_SECONDS}, got {offset!r}",
+                )
+        return {"until": raw["until"], "offset_seconds": offset}
 
     def delay(self, raw: Mapping[str, Any], location: str) -> object:
         if "delay_seconds" in raw and "delay" in raw:
@@ -475,7 +626,9 @@ class _Checker:
                 self.add(f"{location}.delay", "invalid_delay", str(exc))
                 return None
         if "delay_seconds" not in raw:
-            self.add(f"{location}.delay_seconds", "invalid_delay", "a wait_until rule needs delay_seconds or delay")
+            self.add(
+                f"{location}.delay_seconds", "invalid_delay", "a wait_until rule needs delay_seconds, delay or until"
+            )
             return None
         seconds = raw["delay_seconds"]
         if not _is_seconds(seconds):
@@ -518,8 +671,12 @@ class _Checker:
             )
         else:
             coefficient = float(coefficient)
-        initial = self.interval(raw, location, "initial_interval", _DEFAULT_RETRY.initial_interval_seconds)
-        maximum = self.interval(raw, location, "maximum_interval", _DEFAULT_RETRY.maximum_interval_seconds)
+        initial = self.interval(
+            raw, location, "initial_interval", _DEFAULT_RETRY.initial_interval_seconds, "invalid_retry"
+        )
+        maximum = self.interval(
+            raw, location, "maximum_interval", _DEFAULT_RETRY.maximum_interval_seconds, "invalid_retry"
+        )
         if initial is not None and maximum is not None and maximum < initial:
             self.add(location, "invalid_retry", f"maximum interval {maximum}s is below the initial {initial}s")
         return {
@@ -529,20 +686,26 @@ class _Checker:
             "maximum_interval_seconds": maximum,
         }
 
-    def interval(self, raw: Mapping[str, Any], location: str, name: str, default: int) -> int | None:
-        """`name` (a duration or seconds) or `name_seconds` (the normalized int); None when invalid."""
+    def interval(
+        self, raw: Mapping[str, Any], location: str, name: str, default: int | None, code: ProblemCode
+    ) -> int | None:
+        """`name` (a duration or seconds) or `name_seconds` (the normalized int), `default` when neither is given
+        (None: one of them is required); None when invalid."""
         seconds_name = f"{name}_seconds"
         if name in raw and seconds_name in raw:
-            self.add(f"{location}.{name}", "invalid_retry", f"give {name} or {seconds_name}, not both")
+            self.add(f"{location}.{name}", code, f"give {name} or {seconds_name}, not both")
             return None
         if name in raw:
             try:
                 return parse_duration(raw[name])
             except ValueError as exc:
-                self.add(f"{location}.{name}", "invalid_retry", str(exc))
+                self.add(f"{location}.{name}", code, str(exc))
                 return None
+        if seconds_name not in raw and default is None:
+            self.add(f"{location}.{name}", code, f"needs {name} (an ISO-8601 duration such as PT1H) or {seconds_name}")
+            return None
         value = raw.get(seconds_name, default)
         if not _is_seconds(value):
-            self.add(f"{location}.{seconds_name}", "invalid_retry", f"{_SECONDS_RANGE}, got {value!r}")
+            self.add(f"{location}.{seconds_name}", code, f"{_SECONDS_RANGE}, got {value!r}")
             return None
         return value
