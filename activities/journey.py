@@ -19,7 +19,7 @@ from tocsin.core import contracts as c
 from tocsin.core.errors import TocsinError
 from tocsin.core.models import Delivery, Progress, Run, workflow_id
 from tocsin.db import Database, store
-from tocsin.engine import deliveries
+from tocsin.engine import deliveries, feedback
 from tocsin.engine.dispatch import Policy, dispatch_delivery
 from tocsin.logs import bind_log_context
 
@@ -42,6 +42,17 @@ def run_view(run: Run) -> c.RunView:
 
 def delivery_view(delivery: Delivery) -> c.DeliveryView:
     return c.DeliveryView.model_validate(delivery.model_dump(include=set(c.DeliveryView.model_fields)))
+
+
+def wait_view(run: Run) -> c.Wait | None:
+    """The wait a waiting run entered, from its status_context (the rule that fired, whichever it was)."""
+    if run.state != "waiting":
+        return None
+    wait = run.status_context
+    if wait.get("anchor") == "until":
+        return c.Wait(delay_seconds=None, to_step=wait["to_step"])
+    delay = datetime.fromisoformat(wait["due_at"]) - datetime.fromisoformat(wait["anchor_timestamp"])
+    return c.Wait(delay_seconds=int(delay.total_seconds()), to_step=wait["to_step"])
 
 
 def server_clock() -> Callable[[], datetime]:
@@ -141,14 +152,13 @@ class JourneyActivities:
         )
         step = (await self.db.definition(run.definition_id)).step(run.current_step)
         delivery = await self.active_delivery(progress)
-        rule = step.wait_rule if run.state == "waiting" else None
         return c.Round(
             kind=progress.kind,
             reason=progress.reason,
             run=run_view(run),
             delivery=delivery_view(delivery) if delivery else None,
             retry=step.retry,
-            wait=c.Wait(delay_seconds=rule.delay_seconds, to_step=rule.to_step) if rule else None,
+            wait=wait_view(run),
         )
 
     async def active_delivery(self, progress: Progress) -> Delivery | None:
@@ -175,7 +185,7 @@ class JourneyActivities:
         return delivery_view(await heartbeating(send))
 
     @journey_activity("tocsin.exhaust_delivery")
-    async def exhaust_delivery(self, request: c.ExhaustRequest) -> c.DeliveryView:
+    async def exhaust_delivery(self, request: c.DeliveryRequest) -> c.DeliveryView:
         bind_log_context(delivery_id=request.delivery_id)
         delivery = await deliveries.exhaust_delivery(self.db, request.delivery_id, now=request.now)
         log.info(
@@ -183,6 +193,17 @@ class JourneyActivities:
             delivery.attempt_count,
             delivery.status,
             extra={"run_id": str(delivery.run_id), "attempt": delivery.attempt_count, "status": delivery.status},
+        )
+        return delivery_view(delivery)
+
+    @journey_activity("tocsin.settle_feedback_deadline")
+    async def settle_feedback_deadline(self, request: c.DeliveryRequest) -> c.DeliveryView:
+        bind_log_context(delivery_id=request.delivery_id)
+        delivery = await feedback.settle_feedback_deadline(self.db, request.delivery_id, now=request.now)
+        log.info(
+            "feedback deadline: %s",
+            delivery.status,
+            extra={"run_id": str(delivery.run_id), "status": delivery.status},
         )
         return delivery_view(delivery)
 
@@ -195,4 +216,10 @@ class JourneyActivities:
         return run_view(run)
 
     def all(self) -> list[Callable[..., object]]:
-        return [self.progress_run, self.dispatch_delivery, self.exhaust_delivery, self.cancel_run]
+        return [
+            self.progress_run,
+            self.dispatch_delivery,
+            self.exhaust_delivery,
+            self.settle_feedback_deadline,
+            self.cancel_run,
+        ]

@@ -16,7 +16,9 @@ from tocsin.core.vocabulary import UNFINISHED_RUN_STATES
 from tocsin.db import Database
 from tocsin.engine.reconcile import (
     BATCH,
+    overdue_sends,
     progress_overdue_runs,
+    settle_overdue_feedback,
     stop_terminated_run,
     unfinished_run,
     unstarted_runs,
@@ -106,4 +108,16 @@ class ReconcileActivities:
                 await self.attempt(
                     wake_journey(self.client, progress.run.id, task_queue=self.task_queue), progress.run.id
                 )
-        return c.ReconcileReport(started=started, progressed=[p.run.id for p in progressed], **settled)
+        # Feedback deadlines and sends whose workflow timer was lost: settled or woken, so the run moves on.
+        deadlines = await settle_overdue_feedback(self.db, now=request.now, grace=grace)
+        woken = {d.run_id for d in deadlines if d.status == "succeeded"}
+        rescued = await overdue_sends(self.db, now=request.now, grace=grace)
+        for run_id in sorted(woken | set(rescued)):
+            await self.attempt(wake_journey(self.client, run_id, task_queue=self.task_queue), run_id)
+        return c.ReconcileReport(
+            started=started,
+            progressed=[p.run.id for p in progressed],
+            settled=[d.id for d in deadlines if d.status == "succeeded"],
+            rescued=rescued,
+            **settled,
+        )

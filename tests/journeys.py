@@ -6,11 +6,12 @@ Row readers return plain dicts (column -> value) so that tests can compare whole
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, func, select
+from sqlalchemy import Table, func, select, text
 
 from tocsin.core.models import Delivery, Progress, Run
 from tocsin.db import Database
@@ -198,6 +199,24 @@ async def assert_noop(db: Database, run_id: uuid.UUID, *, now: datetime, reason:
     assert (progress.kind, progress.reason, progress.deliveries) == ("noop", reason, [])
     assert await snapshot(db) == before
     return progress
+
+
+# --- races ----------------------------------------------------------------------------------------------
+
+
+async def lock_waiters(db: Database, expected: int) -> None:
+    """Return once `expected` backends of this database are blocked on a lock (5 s at most)."""
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    waiting = 0
+    for _ in range(500):
+        async with db.transaction() as conn:  # a new transaction each time: a fresh activity snapshot
+            waiting = await conn.scalar(query)
+        if waiting == expected:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{waiting} of {expected} calls queued on the lock")
 
 
 # --- reading rows ----------------------------------------------------------------------------------------

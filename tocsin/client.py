@@ -153,7 +153,8 @@ class Tocsin:
             idempotency_key=idempotency_key,
             now=utcnow(),
         )
-        if not run.workflow_started:
+        # A throttled run is finished when it is created: it never gets a workflow (SPEC 11.4).
+        if not run.workflow_started and not run.finished:
             await start_journey(self.temporal, self.db, run, task_queue=self.task_queue)
             run = run.model_copy(update={"workflow_started": True})
         return run

@@ -37,12 +37,27 @@ SAFETY_RECHECK = timedelta(hours=6)
 # Versions the workflow's commands (SPEC 14 "No stall"): a decision whose delivery cannot be sent is
 # followed by the next round at once instead of a safety re-check timer.
 NO_STALL = "no-stall-after-decision"
+# Versions the workflow's commands (SPEC 11.3): a send waits for the delivery's `scheduled_for` (its send window,
+# its retry's backoff, both written by the engine) instead of a backoff the workflow computed itself, and a send
+# awaiting provider feedback waits for its deadline instead of the safety re-check. Histories recorded before
+# carry deliveries without these columns, and so take the old paths.
+SEND_TIMES = "send-times-in-postgres"
 # The reason a cancellation requested through Temporal (the Web UI's button, `temporal workflow cancel`) gives.
 TEMPORAL_CANCEL = "temporal_cancel_requested"
 
 
 def moment(at: datetime) -> str:
     return at.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def wait_label(round_: c.Round) -> str:
+    """A wait's timer, named for what it waits for: `wait PT2H → email`, `wait until 2027-03-01 08:00:00 UTC → sms`."""
+    wait, due_at = round_.wait, round_.run.due_at
+    if wait is None:
+        return "wait"
+    if wait.delay_seconds is None:
+        return f"wait until {moment(due_at)} → {wait.to_step}" if due_at else f"wait → {wait.to_step}"
+    return f"wait {c.iso_duration(wait.delay_seconds)} → {wait.to_step}"
 
 
 class CancelRequested(Exception):
@@ -97,9 +112,7 @@ class JourneyWorkflow:
                 if run.due_at is None:
                     await self.sleep_until(workflow.now() + SAFETY_RECHECK, "re-check a wait without a due time")
                 else:
-                    wait = round_.wait
-                    label = f"wait {c.iso_duration(wait.delay_seconds)} → {wait.to_step}" if wait else "wait"
-                    await self.sleep_until(run.due_at, label)
+                    await self.sleep_until(run.due_at, wait_label(round_))
             else:
                 await self.drive(round_)
             if workflow.info().is_continue_as_new_suggested():
@@ -130,28 +143,54 @@ class JourneyWorkflow:
                 # the next round decides on it now. Only a decision gets here, never a noop, so this cannot
                 # spin: each decision writes a transition, and max_step_activations bounds them.
                 return
+            deadline = delivery.feedback_due_at if delivery is not None else None
+            if delivery is not None and deadline is not None and workflow.patched(SEND_TIMES):
+                # Awaiting the provider's report: a wake brings it; at the deadline it settles as delivered.
+                workflow.set_current_details(f"{details(round_)}; feedback deadline {moment(deadline)}")
+                if await self.sleep_until(deadline, f"feedback deadline {moment(deadline)} · step {step}"):
+                    await self.act(
+                        "tocsin.settle_feedback_deadline",
+                        c.DeliveryRequest(delivery_id=delivery.id, now=workflow.now()),
+                        c.DeliveryView,
+                        f"feedback deadline · step {step}",
+                    )
+                return
             # In flight awaiting feedback, or not branchable: only a wake (or the safety re-check) helps.
             await self.sleep_until(workflow.now() + SAFETY_RECHECK, f"await news of step {step} · re-check")
             return
         if delivery.status == "pending":
+            opens = delivery.scheduled_for
+            if opens is not None and opens > workflow.now() and workflow.patched(SEND_TIMES):
+                # Outside its send window: sent when the window opens, unless a wake comes first.
+                workflow.set_current_details(f"{details(round_)}; send window opens {moment(opens)}")
+                if not await self.sleep_until(opens, f"send window opens {moment(opens)} · step {step}"):
+                    return
             await self.dispatch(round_, delivery)
             return
         if delivery.attempt_count >= round_.retry.max_attempts:
             await self.act(
                 "tocsin.exhaust_delivery",
-                c.ExhaustRequest(delivery_id=delivery.id, now=workflow.now()),
+                c.DeliveryRequest(delivery_id=delivery.id, now=workflow.now()),
                 c.DeliveryView,
                 f"retries exhausted · step {step} · {delivery.attempt_count} attempts",
             )
             return
+        retry_at = self.retry_time(round_, delivery)
+        workflow.set_current_details(f"{details(round_)}; retry at {moment(retry_at)}")
+        if await self.sleep_until(retry_at, f"retry at {moment(retry_at)} · {delivery.channel} · step {step}"):
+            await self.dispatch(round_, delivery)
+
+    def retry_time(self, round_: c.Round, delivery: c.DeliveryView) -> datetime:
+        """When a failed delivery is sent again: the time the engine wrote (SPEC 11.3), which a continue-as-new
+        or a wake leaves as it is. A delivery without one (recorded before it existed) is retried after the
+        backoff from when this workflow first saw the failure, fixed once per attempt."""
+        if delivery.scheduled_for is not None and workflow.patched(SEND_TIMES):
+            return delivery.scheduled_for
         key = (delivery.id, delivery.attempt_count)
         if key not in self.retry_at:
             backoff = round_.retry.backoff_seconds(delivery.attempt_count)
             self.retry_at[key] = workflow.now() + timedelta(seconds=backoff)
-        retry_at = self.retry_at[key]
-        workflow.set_current_details(f"{details(round_)}; retry at {moment(retry_at)}")
-        if await self.sleep_until(retry_at, f"retry at {moment(retry_at)} · {delivery.channel} · step {step}"):
-            await self.dispatch(round_, delivery)
+        return self.retry_at[key]
 
     async def progress(self) -> c.Round:
         step = f"step {self.last.run.current_step}" if self.last else "start"

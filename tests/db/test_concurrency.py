@@ -26,13 +26,14 @@ from journeys import (
     drive,
     escalation_waiting,
     later,
+    lock_waiters,
     reasons,
     rows,
     run_row,
     start,
     transitions,
 )
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from tocsin.core.models import Progress
 from tocsin.db import Database, store
@@ -61,21 +62,6 @@ async def sweeper_dbs(fresh_db_url: str) -> AsyncIterator[tuple[Database, Databa
 
 def kinds(results: list[Progress]) -> Counter[tuple[str, str | None]]:
     return Counter((p.kind, p.reason) for p in results)
-
-
-async def lock_waiters(db: Database, expected: int) -> None:
-    """Return once `expected` backends of this database are blocked on a lock (5 s at most)."""
-    query = text(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    )
-    waiting = 0
-    for _ in range(500):
-        async with db.transaction() as conn:  # a new transaction each time: a fresh activity snapshot
-            waiting = await conn.scalar(query)
-        if waiting == expected:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{waiting} of {expected} calls queued on the lock")
 
 
 async def all_at_once(

@@ -814,7 +814,8 @@ async def test_a_cycle_through_a_wait_stops_at_the_limit_from_waiting(db: Databa
 async def test_a_render_failure_plans_a_suppressed_delivery_and_the_run_proceeds(db: Database, t0: datetime) -> None:
     spec = journey(
         "fragile",
-        step("email", "email", on("suppressed", "sms"), content={"subject": "Hi", "body": "{{ missing }}"}),
+        # `actor` is in the data (a missing top-level name is refused at start): its attribute is not.
+        step("email", "email", on("suppressed", "sms"), content={"subject": "Hi", "body": "{{ actor.missing }}"}),
         step("sms", "sms", content={"text": "{{ actor }}"}),
     )
     run = await start(db, spec, now=t0)
@@ -833,7 +834,7 @@ async def test_a_render_failure_plans_a_suppressed_delivery_and_the_run_proceeds
         "send_number": None,  # nothing was sent
         "outcome": "rejected",
         "error_class": "permanent",
-        "error": "cannot render content.body: UndefinedError: 'missing' is undefined",
+        "error": "cannot render content.body: UndefinedError: 'str object' has no attribute 'missing'",
         "provider_message_id": None,
         "provider_response": {},
         "created_at": t0,

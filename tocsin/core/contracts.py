@@ -93,6 +93,9 @@ class DeliveryView(Message):
     status: str
     attempt_count: int
     channel: str
+    # SPEC 11.3; absent from deliveries recorded before they existed (tests/histories): they still decode.
+    scheduled_for: datetime | None = None
+    feedback_due_at: datetime | None = None
 
 
 class RoundRequest(Message):
@@ -103,7 +106,7 @@ class RoundRequest(Message):
 class Wait(Message):
     """What a waiting run waits for: its step's wait rule. Only for the Web UI's timer names."""
 
-    delay_seconds: int
+    delay_seconds: int | None  # None: a wait until a moment from the data (SPEC 11.2)
     to_step: str
 
 
@@ -124,7 +127,9 @@ class DispatchRequest(Message):
     attempt: int
 
 
-class ExhaustRequest(Message):
+class DeliveryRequest(Message):
+    """A decision on one delivery at the workflow's `now`: exhausting its retries, settling its feedback deadline."""
+
     delivery_id: uuid.UUID
     now: datetime
 
@@ -152,3 +157,6 @@ class ReconcileReport(Message):
     # Runs whose workflow had closed without finishing them: terminated (stopped) or failed (restarted).
     stopped: list[uuid.UUID] = []
     restarted: list[uuid.UUID] = []
+    # Deliveries settled by their overdue feedback deadline; runs woken for a send whose time had passed.
+    settled: list[uuid.UUID] = []
+    rescued: list[uuid.UUID] = []

@@ -28,3 +28,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         return created_at.astimezone(UTC), uuid.UUID(row_id)
     except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError) as exc:
         raise InvalidRequest(f"invalid cursor {cursor!r}: not a cursor this API returned") from exc
+
+
+# Where a keyset-paged sweep starts: before every (moment, id).
+BEFORE_ALL: tuple[datetime, uuid.UUID] = (datetime.min.replace(tzinfo=UTC), uuid.UUID(int=0))

@@ -76,6 +76,7 @@ INSERT_RUN = (
         recipient=_p("recipient"),
         data=_p("data"),
         idempotency_key=_p("idempotency_key"),
+        throttle_key=_p("throttle_key"),
         state="active",
         current_step=_p("current_step"),
         step_activation=1,
@@ -91,6 +92,22 @@ INSERT_RUN = (
     .on_conflict_do_nothing(index_elements=[R.c.tenant_id, R.c.idempotency_key])
     .returning(*R.c)
 )
+
+# SPEC 11.4: triggers of one throttle scope queue on one transaction-scoped advisory lock (on a hash of the
+# scope), so the count below and the INSERT that follows it are one decision.
+LOCK_THROTTLE_SCOPE = text("SELECT pg_advisory_xact_lock(hashtextextended(:scope, 0))")
+# The scope's runs created in (since, now] that were not themselves throttled. A NULL key (a throttle without
+# a key template) is its own statement, so both use the scope index.
+_THROTTLE_COUNT = select(func.count()).where(
+    R.c.tenant_id == _p("tenant_id"),
+    R.c.workflow_key == _p("workflow_key"),
+    R.c.recipient == _p("recipient"),
+    R.c.created_at > _p("since"),
+    R.c.created_at <= _p("now"),
+    R.c.status_reason != "throttled",
+)
+THROTTLE_COUNT_KEYED = _THROTTLE_COUNT.where(R.c.throttle_key == _p("throttle_key"))
+THROTTLE_COUNT_UNKEYED = _THROTTLE_COUNT.where(R.c.throttle_key.is_(None))
 
 # One UPDATE per kind of decision on a locked run; each is also a transition, so last_transition_at moves.
 _MOVE_RUN = update(R).where(R.c.id == _p("run_id")).values(updated_at=_p("now"), last_transition_at=_p("now"))
@@ -201,6 +218,8 @@ INSERT_DELIVERY = (
         status="pending",
         content=_p("content"),
         attempt_count=0,
+        scheduled_for=_p("scheduled_for"),
+        send_timezone=_p("send_timezone"),
         created_at=_p("now"),
         updated_at=_p("now"),
     )
@@ -209,6 +228,7 @@ INSERT_DELIVERY = (
     .returning(*D.c)
 )
 DELIVERY_FOR_UPDATE = select(D).where(D.c.id == _p("delivery_id")).with_for_update()
+DELIVERY_RUN_ID = select(D.c.run_id).where(D.c.id == _p("delivery_id"))
 DELIVERY_RUN_ID_OF_TENANT = select(D.c.run_id).where(D.c.id == _p("delivery_id"), D.c.tenant_id == _p("tenant_id"))
 STEP_DELIVERY = select(D).where(D.c.run_id == _p("run_id"), D.c.activation == _p("activation"))
 STEP_DELIVERY_FOR_UPDATE = STEP_DELIVERY.with_for_update()
@@ -240,6 +260,49 @@ BEGIN_SEND = (
     .where(D.c.id == _p("delivery_id"))
     .values(status="dispatched", attempt_count=D.c.attempt_count + 1, updated_at=_p("now"))
     .returning(*D.c)
+)
+# SPEC 11.3: when the next send may go out (a retry's backoff, moved into the send window) ...
+SCHEDULE_NEXT_SEND = (
+    update(D)
+    .where(D.c.id == _p("delivery_id"))
+    .values(scheduled_for=_p("scheduled_for"), updated_at=_p("now"))
+    .returning(*D.c)
+)
+# ... and when a send the provider took settles as delivered if no report came. Stamped by the clock of the
+# provider's answer, which may be behind the one that began the send: updated_at never moves back.
+SET_FEEDBACK_DEADLINE = (
+    update(D)
+    .where(D.c.id == _p("delivery_id"))
+    .values(feedback_due_at=_p("feedback_due_at"), updated_at=func.greatest(D.c.updated_at, _p("now")))
+    .returning(*D.c)
+)
+# The next overdue feedback deadline, keyset-paged past (after_due_at, after_id). The run is locked first
+# (the lock order), SKIP LOCKED: a run another transaction holds is left to it; the caller then locks the
+# delivery and checks it again.
+NEXT_OVERDUE_FEEDBACK = (
+    select(D.c.id, D.c.feedback_due_at)
+    .join(R, R.c.id == D.c.run_id)
+    .where(
+        D.c.status == "dispatched",
+        D.c.feedback_due_at <= _p("due_by"),
+        tuple_(D.c.feedback_due_at, D.c.id) > tuple_(_p("after_due_at"), _p("after_id")),
+    )
+    .order_by(D.c.feedback_due_at, D.c.id)
+    .limit(1)
+    .with_for_update(of=R, skip_locked=True)
+)
+# Active runs whose current delivery's next send is overdue: their workflow's timer was lost (the sweep wakes
+# them, as it rescues lost waits).
+OVERDUE_SENDS = (
+    select(R.c.id)
+    .join(D, (D.c.run_id == R.c.id) & (D.c.activation == R.c.step_activation))
+    .where(
+        R.c.state == "active",
+        D.c.status.in_(("pending", "failed")),
+        D.c.scheduled_for <= _p("due_by"),
+    )
+    .order_by(D.c.scheduled_for)
+    .limit(bindparam("limit", type_=Integer))
 )
 FILL_PROVIDER_MESSAGE_ID = (
     update(D)

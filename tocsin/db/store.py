@@ -188,8 +188,10 @@ async def move_delivery(
     terminal: bool,
     suppression_reason: str | None = None,
     provider_message_id: str | None = None,
+    terminal_at: datetime | None = None,
 ) -> Delivery:
-    """Set a locked delivery's status (the caller checked the move); `terminal` stamps terminal_at once."""
+    """Set a locked delivery's status (the caller checked the move); `terminal` stamps terminal_at once
+    (`now`, unless the caller names the moment it became final)."""
     return await fetch_one(
         conn,
         Delivery,
@@ -197,7 +199,7 @@ async def move_delivery(
         delivery_id=delivery_id,
         status=status,
         now=now,
-        terminal_at=now if terminal else None,
+        terminal_at=(terminal_at or now) if terminal else None,
         suppression_reason=suppression_reason,
         provider_message_id=provider_message_id,
     )

@@ -131,6 +131,11 @@ deliveries = Table(
     one_of("status", DELIVERY_STATUSES, "deliveries_status_check"),
     Index("deliveries_inbox", "tenant_id", "recipient", "channel", "created_at"),
     Index(
+        "deliveries_scheduled_for",
+        "scheduled_for",
+        postgresql_where=text("status IN ('pending', 'failed') AND scheduled_for IS NOT NULL"),
+    ),
+    Index(
         "deliveries_feedback_due",
         "feedback_due_at",
         postgresql_where=text("status = 'dispatched' AND feedback_due_at IS NOT NULL"),

@@ -60,8 +60,9 @@ async def move(
     now: datetime,
     suppression_reason: str | None = None,
     provider_message_id: str | None = None,
+    terminal_at: datetime | None = None,
 ) -> Delivery:
-    """One legal status move; `terminal_at` is stamped the first time the status becomes terminal."""
+    """One legal status move; `terminal_at` (default `now`) is stamped the first time the status becomes terminal."""
     check_move(delivery, to)
     return await store.move_delivery(
         conn,
@@ -71,6 +72,7 @@ async def move(
         terminal=to in TERMINAL_DELIVERY_STATUSES,
         suppression_reason=suppression_reason,
         provider_message_id=provider_message_id,
+        terminal_at=terminal_at,
     )
 
 

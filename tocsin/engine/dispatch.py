@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -17,6 +17,7 @@ from tocsin.db import Database, store
 from tocsin.db import queries as q
 from tocsin.engine.deliveries import SendKind, SendResult, apply_result, begin_attempt
 from tocsin.engine.preferences import opted_out
+from tocsin.engine.schedule import schedule_retry
 
 log = logging.getLogger("tocsin.dispatch")
 
@@ -49,6 +50,8 @@ async def dispatch_delivery(
         delivery = await store.lock_delivery(conn, delivery_id)
         if delivery.status in TERMINAL_DELIVERY_STATUSES:
             return delivery
+        if delivery.status != "dispatched" and delivery.scheduled_for is not None and clock() < delivery.scheduled_for:
+            return delivery  # SPEC 11.3: not before its window opens or its backoff ends; nothing is written
         resend = delivery.status == "dispatched" and attempt in (None, delivery.attempt_count)
         if resend and await result_recorded(conn, delivery):
             return delivery  # accepted, awaiting the provider's report: sending it again would duplicate it
@@ -86,9 +89,17 @@ async def dispatch_delivery(
         # run finished) or waits and then finds the delivery's new status.
         run = await store.lock_run(conn, delivery.run_id)
         delivery = await store.lock_delivery(conn, delivery_id)
+        stamp = clock()
         delivery = await apply_result(
-            conn, delivery, result, now=clock(), send_number=send_number, run_finished=run.finished
+            conn, delivery, result, now=stamp, send_number=send_number, run_finished=run.finished
         )
+        if delivery.status == "failed":
+            delivery = await schedule_retry(conn, step, delivery, now=stamp)
+        elif result.kind == "accepted" and delivery.status == "dispatched" and delivery.feedback_due_at is None:
+            deadline = stamp + timedelta(seconds=step.feedback_timeout_seconds)
+            delivery = await store.fetch_one(
+                conn, Delivery, q.SET_FEEDBACK_DEADLINE, delivery_id=delivery.id, feedback_due_at=deadline, now=stamp
+            )
     log_attempt(delivery, result)
     return delivery
 

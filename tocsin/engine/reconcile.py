@@ -1,4 +1,5 @@
-"""What the reconcile sweep looks for (SPEC 6): runs never handed to Temporal, and waits whose timer was lost."""
+"""What the reconcile sweep looks for (SPEC 6, 11.3): runs never handed to Temporal, waits and sends whose timer
+was lost, and overdue feedback deadlines."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import uuid
 from datetime import datetime, timedelta
 
 from tocsin.core.errors import RunNotFound
-from tocsin.core.models import Progress, Run
+from tocsin.core.models import Delivery, Progress, Run
 from tocsin.db import Database, store
 from tocsin.db import queries as q
+from tocsin.engine.feedback import settle_feedback_deadlines
 from tocsin.engine.runs import cancel_run, progress_due_runs
 
 BATCH = 500
@@ -28,6 +30,21 @@ async def unstarted_runs(db: Database, *, now: datetime, grace: timedelta, limit
 async def progress_overdue_runs(db: Database, *, now: datetime, grace: timedelta, limit: int = BATCH) -> list[Progress]:
     """Progress the waits overdue by more than `grace`: their own workflow timer would have fired by now."""
     return await progress_due_runs(db, now=now, limit=limit, overdue_by=grace)
+
+
+async def overdue_sends(db: Database, *, now: datetime, grace: timedelta, limit: int = BATCH) -> list[uuid.UUID]:
+    """Active runs whose next send (a retry, a window's opening) is overdue by more than `grace`: the workflow's
+    timer for it was lost, as a wait's can be (SPEC 11.3). The sweep wakes them."""
+    async with db.transaction() as conn:
+        rows = (await conn.execute(q.OVERDUE_SENDS, {"due_by": now - grace, "limit": limit})).all()
+    return [row.id for row in rows]
+
+
+async def settle_overdue_feedback(
+    db: Database, *, now: datetime, grace: timedelta, limit: int = BATCH
+) -> list[Delivery]:
+    """Settle the feedback deadlines overdue by more than `grace` (each workflow's own timer settles the others)."""
+    return await settle_feedback_deadlines(db, now=now, limit=limit, overdue_by=grace)
 
 
 async def unfinished_run(db: Database, run_id: uuid.UUID) -> Run | None:

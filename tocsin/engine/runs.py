@@ -5,22 +5,28 @@
 
 from __future__ import annotations
 
+import json
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tocsin.core.definitions import OnOutcomeRule, WaitUntilRule, WorkflowDefinition
+from tocsin.core.context import render_context
+from tocsin.core.cursors import BEFORE_ALL
+from tocsin.core.data import check_trigger_data
+from tocsin.core.definitions import OnOutcomeRule, StopRule, WaitUntilRule, WorkflowDefinition
 from tocsin.core.errors import DefinitionNotFound, InvalidRequest
 from tocsin.core.limits import INT4_MAX, check_data, check_identifier
 from tocsin.core.models import Delivery, Progress, Run
+from tocsin.core.moments import until_moment
 from tocsin.core.outcome import Branchable, outcome_of
-from tocsin.core.rules import Advance, Complete, EnterWait, Halt, Hold, decide
+from tocsin.core.rules import Advance, Complete, EnterWait, Halt, Hold, RuleFailed, decide
+from tocsin.core.templates import RenderError, render_text
 from tocsin.db import Database, store
 from tocsin.db import queries as q
 from tocsin.engine.deliveries import move
-from tocsin.engine.planning import plan_next_step_delivery
+from tocsin.engine.planning import plan_next_step_delivery, run_context
 from tocsin.engine.signals import earliest_cancelling_signal, stop_by_signal
 
 __all__ = [
@@ -34,9 +40,6 @@ __all__ = [
 
 # A cancel reason is a sentence for the audit trail (kept as the run's terminal_reason), not an identifier.
 MAX_REASON_LENGTH = 1000
-
-# The keyset start of a sweep: before every run.
-_BEFORE_ALL_RUNS = (datetime.min.replace(tzinfo=UTC), uuid.UUID(int=0))
 
 
 async def create_run(
@@ -67,6 +70,12 @@ async def create_run(
         if existing is not None:
             return existing, False
         definition_id, definition = await _find_definition(db, conn, workflow_key, version)
+        # SPEC 11.7: the trigger's data is checked before anything is written.
+        check_trigger_data(definition, data or {})
+        context = render_context(data or {}, recipient=recipient, tenant_id=tenant_id, workflow_key=definition.key)
+        throttle = definition.throttle
+        throttle_key = _render_key(throttle.key, context) if throttle else None
+        count = await _scope_count(conn, tenant_id, recipient, definition, throttle_key, now=now)
         first = definition.first_step
         run = await store.fetch_first(
             conn,
@@ -80,6 +89,7 @@ async def create_run(
             recipient=recipient,
             data=data or {},
             idempotency_key=idempotency_key,
+            throttle_key=throttle_key,
             current_step=first.key,
             now=now,
         )
@@ -98,7 +108,19 @@ async def create_run(
             to_state="active",
             context={"source": "start_run"},
         )
-        planned = await plan_next_step_delivery(conn, run, first, now=now)
+        if throttle is not None and count >= throttle.limit:
+            throttled = await store.finish_run(
+                conn,
+                run,
+                now=now,
+                state="stopped",
+                status_reason="throttled",
+                transition_reason="workflow_throttled",
+                context={"limit": throttle.limit, "period_seconds": throttle.period_seconds, "count": count},
+                terminal_reason=f"throttle:{throttle.limit}/{throttle.period_seconds}s",
+            )
+            return throttled, True
+        planned = await plan_next_step_delivery(conn, run, definition, first, now=now)
         await store.append_transition(
             conn,
             run,
@@ -111,6 +133,48 @@ async def create_run(
             context={"step_key": first.key, "source": "start_run"},
         )
         return run, True
+
+
+def _render_key(template: str | None, context: dict[str, Any]) -> str | None:
+    if template is None:
+        return None
+    try:
+        return render_text(template, context, "throttle.key")
+    except RenderError as exc:  # the trigger's data cannot scope it: refused, like data the schema refuses
+        raise InvalidRequest(str(exc)) from exc
+
+
+async def _scope_count(
+    conn: AsyncConnection,
+    tenant_id: str,
+    recipient: str,
+    definition: WorkflowDefinition,
+    throttle_key: str | None,
+    *,
+    now: datetime,
+) -> int:
+    """How many runs the throttle scope let through in the period before `now` (SPEC 11.4); 0 unthrottled.
+
+    The scope's advisory lock is taken first and held to the end of the transaction, after the new run is
+    written: concurrent triggers of one scope count one after the other, so no more than `limit` pass.
+    """
+    throttle = definition.throttle
+    if throttle is None:
+        return 0
+    await store.execute(
+        conn, q.LOCK_THROTTLE_SCOPE, scope=json.dumps([tenant_id, definition.key, recipient, throttle_key])
+    )
+    count: int = await store.scalar(
+        conn,
+        q.THROTTLE_COUNT_UNKEYED if throttle_key is None else q.THROTTLE_COUNT_KEYED,
+        tenant_id=tenant_id,
+        workflow_key=definition.key,
+        recipient=recipient,
+        throttle_key=throttle_key,
+        since=now - timedelta(seconds=throttle.period_seconds),
+        now=now,
+    )
+    return count
 
 
 def check_run_request(
@@ -169,7 +233,7 @@ async def progress_due_runs(
     own workflow timer is about to fire (the reconcile sweep only rescues lost timers).
     """
     results: list[Progress] = []
-    after = _BEFORE_ALL_RUNS
+    after = BEFORE_ALL
     while len(results) < limit:
         async with db.transaction() as conn:
             params = {"due_by": now - overdue_by, "after_due_at": after[0], "after_id": after[1]}
@@ -229,14 +293,30 @@ async def _progress_locked(db: Database, conn: AsyncConnection, run: Run, *, now
     if delivery is None:
         return Progress(kind="noop", run=run, reason="no_active_step_delivery")
     outcome = outcome_of(delivery, await store.latest_attempt(conn, delivery.id))
-    match decide(step, outcome):
+    context = run_context(run)
+    match decide(step, outcome, context):
         case Hold(reason):
             return Progress(kind="noop", run=run, reason=reason)
         case Advance(rule, branch):
             return await _outcome_advance(conn, run, definition, delivery, rule, branch, now=now)
+        case RuleFailed(rule):
+            await _retire_if_failed(conn, delivery, now=now)
+            stopped = await store.finish_run(
+                conn,
+                run,
+                now=now,
+                state="stopped",
+                status_reason="rule_failed",
+                transition_reason="rule_failed",
+                # Never the data, nor an error text that could quote it (SPEC 11.1).
+                context={"rule_kind": rule.kind, "when": rule.when, "error": "evaluation_failed"},
+                terminal_reason="error:invalid_condition",
+                delivery_id=delivery.id,
+            )
+            return Progress(kind="stopped", run=stopped)
         case Halt(rule, branch):
             await _retire_if_failed(conn, delivery, now=now)
-            context = _terminal_context("stop", branch, delivery)
+            context = _terminal_context("stop", branch, delivery) | _when(rule)
             stopped = await store.finish_run(
                 conn,
                 run,
@@ -250,7 +330,7 @@ async def _progress_locked(db: Database, conn: AsyncConnection, run: Run, *, now
             )
             return Progress(kind="stopped", run=stopped)
         case EnterWait(rule, branch):
-            return await _enter_wait(conn, run, delivery, rule, now=now)
+            return await _enter_wait(conn, run, delivery, rule, context, now=now)
         case Complete(branch):
             context = _terminal_context("implicit_completion", branch, delivery)
             completed = await store.finish_run(
@@ -266,6 +346,11 @@ async def _progress_locked(db: Database, conn: AsyncConnection, run: Run, *, now
             return Progress(kind="completed", run=completed)
 
 
+def _when(rule: OnOutcomeRule | StopRule | WaitUntilRule) -> dict[str, Any]:
+    """What a fired rule adds to its transition and the run's status_context: its condition, if it has one."""
+    return {"when": rule.when} if rule.when is not None else {}
+
+
 def _terminal_context(rule_kind: str, branch: Branchable, delivery: Delivery) -> dict[str, Any]:
     return {
         "rule_kind": rule_kind,
@@ -276,31 +361,46 @@ def _terminal_context(rule_kind: str, branch: Branchable, delivery: Delivery) ->
 
 
 async def _enter_wait(
-    conn: AsyncConnection, run: Run, delivery: Delivery, rule: WaitUntilRule, *, now: datetime
+    conn: AsyncConnection,
+    run: Run,
+    delivery: Delivery,
+    rule: WaitUntilRule,
+    context: dict[str, Any],
+    *,
+    now: datetime,
 ) -> Progress:
-    anchor_at = delivery.terminal_at if rule.anchor == "prior_delivery_terminal_at" else run.step_activated_at
-    if anchor_at is None:  # a terminal delivery always has terminal_at; anything else is corrupt data
-        raise RuntimeError(f"delivery {delivery.id} is {delivery.status!r} but has no terminal_at")
     raced = await earliest_cancelling_signal(conn, run, rule.cancel_signals)
     if raced is not None:
         return Progress(kind="stopped", run=await stop_by_signal(conn, run, raced, now=now))
-    due_at = anchor_at + timedelta(seconds=rule.delay_seconds)
-    context = {
-        "rule_kind": "wait_until",
-        "anchor": rule.anchor,
-        "anchor_delivery_id": str(delivery.id),
-        "anchor_delivery_status": delivery.status,
-        "anchor_timestamp": store.iso(anchor_at),
-        "due_at": store.iso(due_at),
-        "to_step": rule.to_step,
-    }
+    wait: dict[str, Any] = {"rule_kind": "wait_until"}
+    if rule.until is not None:
+        moment = until_moment(rule.until, context)
+        if isinstance(moment, str):
+            return await _wait_failed(conn, run, delivery, rule, moment, now=now)
+        rendered, anchor_at = moment
+        due_at = anchor_at + timedelta(seconds=rule.offset_seconds)
+        wait |= {"anchor": "until", "anchor_delivery_id": str(delivery.id), "anchor_delivery_status": delivery.status}
+        wait |= {"anchor_timestamp": store.iso(anchor_at), "until": rendered, "offset_seconds": rule.offset_seconds}
+    else:
+        delay = rule.delay_seconds
+        found = delivery.terminal_at if rule.anchor == "prior_delivery_terminal_at" else run.step_activated_at
+        if found is None or delay is None:  # a terminal delivery always has terminal_at: corrupt data otherwise
+            raise RuntimeError(f"delivery {delivery.id} is {delivery.status!r} but has no terminal_at")
+        anchor_at, due_at = found, found + timedelta(seconds=delay)
+        wait |= {
+            "anchor": rule.anchor,
+            "anchor_delivery_id": str(delivery.id),
+            "anchor_delivery_status": delivery.status,
+        }
+        wait |= {"anchor_timestamp": store.iso(anchor_at)}
+    wait |= {"due_at": store.iso(due_at), "to_step": rule.to_step} | _when(rule)
     waiting = await store.fetch_one(
         conn,
         Run,
         q.ENTER_WAIT,
         run_id=run.id,
         now=now,
-        status_context=context,
+        status_context=wait,
         due_at=due_at,
         pending_signals=list(rule.cancel_signals),
     )
@@ -313,9 +413,27 @@ async def _enter_wait(
         to_state="waiting",
         step_key=run.current_step,
         delivery_id=delivery.id,
-        context=context,
+        context=wait,
     )
     return Progress(kind="waiting", run=waiting)
+
+
+async def _wait_failed(
+    conn: AsyncConnection, run: Run, delivery: Delivery, rule: WaitUntilRule, error: str, *, now: datetime
+) -> Progress:
+    stopped = await store.finish_run(
+        conn,
+        run,
+        now=now,
+        state="stopped",
+        status_reason="wait_failed",
+        transition_reason="wait_failed",
+        # No data and no rendered value: the error says which check failed.
+        context={"rule_kind": "wait_until", "to_step": rule.to_step, "error": error},
+        terminal_reason="error:invalid_until",
+        delivery_id=delivery.id,
+    )
+    return Progress(kind="stopped", run=stopped)
 
 
 async def _outcome_advance(
@@ -349,7 +467,7 @@ async def _outcome_advance(
         to_state="active",
         step_key=run.current_step,
         delivery_id=delivery.id,
-        context=context,
+        context=context | _when(rule),
     )
     return await _activate(
         conn,
@@ -359,6 +477,7 @@ async def _outcome_advance(
         workflow_outcome=branch.outcome,
         anchor_delivery_id=str(delivery.id),
         to_step=rule.to_step,
+        when=rule.when,
         now=now,
     )
 
@@ -390,6 +509,7 @@ async def _timed_advance(db: Database, conn: AsyncConnection, run: Run, *, now: 
         workflow_outcome="wait_elapsed",
         anchor_delivery_id=anchor_delivery_id,
         to_step=to_step,
+        when=wait.get("when"),
         now=now,
     )
 
@@ -403,6 +523,7 @@ async def _activate(
     workflow_outcome: str,
     anchor_delivery_id: str | None,
     to_step: str,
+    when: str | None,
     now: datetime,
 ) -> Progress:
     """Move the cursor to `to_step` and plan that activation's delivery (SPEC 4.4, both cases)."""
@@ -419,9 +540,10 @@ async def _activate(
             "anchor_delivery_id": anchor_delivery_id,
             "from_step": run.current_step,
             "to_step": to_step,
-        },
+        }
+        | ({"when": when} if when is not None else {}),
     )
-    planned = await plan_next_step_delivery(conn, advanced, definition.step(to_step), now=now)
+    planned = await plan_next_step_delivery(conn, advanced, definition, definition.step(to_step), now=now)
     await store.append_transition(
         conn,
         advanced,

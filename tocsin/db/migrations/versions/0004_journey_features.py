@@ -66,6 +66,14 @@ def upgrade() -> None:
         schema=S,
         postgresql_where=sa.text("status = 'dispatched' AND feedback_due_at IS NOT NULL"),
     )
+    # What the reconcile sweep rescues: sends whose retry (or window) time passed with no workflow timer firing.
+    op.create_index(
+        "deliveries_scheduled_for",
+        "deliveries",
+        ["scheduled_for"],
+        schema=S,
+        postgresql_where=sa.text("status IN ('pending', 'failed') AND scheduled_for IS NOT NULL"),
+    )
     op.add_column("workflow_runs", sa.Column("throttle_key", sa.Text, nullable=True), schema=S)
     op.create_index(
         "workflow_runs_throttle_scope",
@@ -82,6 +90,7 @@ def downgrade() -> None:
     recheck("workflow_runs", "status_reason", "workflow_runs_status_reason_check", STATUS_REASONS_BEFORE)
     op.drop_index("workflow_runs_throttle_scope", "workflow_runs", schema=S)
     op.drop_column("workflow_runs", "throttle_key", schema=S)
+    op.drop_index("deliveries_scheduled_for", "deliveries", schema=S)
     op.drop_index("deliveries_feedback_due", "deliveries", schema=S)
     op.drop_column("deliveries", "feedback_due_at", schema=S)
     op.drop_column("deliveries", "send_timezone", schema=S)
