@@ -34,6 +34,7 @@ _PROVIDED = CONTEXT_NAMES | frozenset(ENVIRONMENT.globals)
 _DEFAULT_FILTERS = frozenset({"default", "d"})
 # A jsonschema message quotes the failing value: a long one is cut, the message stays one short line.
 _MAX_MESSAGE = 200
+_MAX_VALUE = 40
 _FORMATS = FormatChecker()
 
 Known = frozenset[str]
@@ -228,9 +229,20 @@ def _path(parts: Iterable[object]) -> str:
     return "".join(f"[{part}]" if isinstance(part, int) else f".{printable(str(part))}" for part in parts)
 
 
+def _cut(text: str, length: int) -> str:
+    return text if len(text) <= length else text[: length - 1] + "…"
+
+
 def _short(message: str) -> str:
-    shown = printable(message)
-    return shown if len(shown) <= _MAX_MESSAGE else shown[: _MAX_MESSAGE - 1] + "…"
+    return _cut(printable(message), _MAX_MESSAGE)
+
+
+def _error_message(error: ValidationError) -> str:
+    """jsonschema's message, one short line: a long failing value it starts with is cut, not what it says of it."""
+    value = repr(error.instance)
+    if len(error.message) > _MAX_MESSAGE and error.message.startswith(value):
+        return _short(_cut(printable(value), _MAX_VALUE) + error.message[len(value) :])
+    return _short(error.message)
 
 
 def _references(schema: object) -> Iterator[str]:
@@ -296,7 +308,7 @@ def check_trigger_data(definition: WorkflowDefinition, data: Mapping[str, Any]) 
         validator = Draft202012Validator(definition.data_schema, format_checker=_FORMATS)
         error = _first_error(validator.iter_errors(data))
         if error is not None:
-            raise InvalidRequest(f"data{_path(error.absolute_path)}: {_short(error.message)}")
+            raise InvalidRequest(f"data{_path(error.absolute_path)}: {_error_message(error)}")
     for name, location in definition.required_data:
         if name not in data:
             raise InvalidRequest(f"data is missing {printable(name)!r} ({location})")
