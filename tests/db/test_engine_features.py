@@ -39,6 +39,7 @@ from tocsin.engine import create_run, progress_run
 from tocsin.engine.dispatch import dispatch_delivery
 from tocsin.engine.feedback import record_delivery_outcome, settle_feedback_deadline, settle_feedback_deadlines
 from tocsin.engine.preferences import set_recipient
+from tocsin.engine.reconcile import overdue_sends, settle_overdue_feedback
 from tocsin.engine.registry import register_definition
 
 # --- conditions (SPEC 11.1) -----------------------------------------------------------------------------------
@@ -506,3 +507,23 @@ async def test_bad_trigger_data_is_refused_naming_the_path_and_nothing_is_writte
             now=t0,
         )
     assert await snapshot(db) == before
+
+
+# --- the reconcile sweep's share (SPEC 11.3) -------------------------------------------------------------------
+
+
+async def test_the_sweep_finds_sends_whose_time_passed_and_feedback_overdue_past_the_grace(
+    db: Database, t0: datetime
+) -> None:
+    grace = timedelta(minutes=2)
+    run = await start(db, WINDOWED, now=t0, data={"tz": "America/New_York", "actor": "Ada"})
+    opens = (await delivery_at(db, run.id, 1))["scheduled_for"]
+    # Until the opening is overdue by the grace, the workflow's own timer is left to fire.
+    assert await overdue_sends(db, now=opens + grace - timedelta(seconds=1), grace=grace) == []
+    assert await overdue_sends(db, now=opens + grace, grace=grace) == [run.id]
+
+    _, awaiting = await accepted(db, t0)
+    deadline = later(t0, hours=6)
+    assert await settle_overdue_feedback(db, now=deadline + grace - timedelta(seconds=1), grace=grace) == []
+    (settled,) = await settle_overdue_feedback(db, now=deadline + grace, grace=grace)
+    assert (settled.id, settled.status, settled.terminal_at) == (awaiting.id, "succeeded", deadline)
