@@ -30,6 +30,7 @@ from temporalio.testing import WorkflowEnvironment
 from typer.main import get_command
 from typer.testing import CliRunner, Result
 
+from tocsin import examples
 from tocsin.cli.app import app
 from tocsin.cli.devstack import CONNECTION_FILE, DEFAULT_ROOT, DevConnection, advertised
 from tocsin.core.definitions import load_definition
@@ -547,6 +548,79 @@ def test_starting_an_unknown_workflow_exits_2(cli_temporal: Cli) -> None:
     args = ("runs", "start", "--workflow", "nope", "--tenant", TENANT, "--recipient", RECIPIENT)
 
     assert cli_temporal.error(*args, code=2) == "error: no workflow definition 'nope' is registered"
+
+
+# --- trigger data (SPEC 11.7): checked against the definition before anything is written ------------------
+
+EXAMPLES = Path(examples.__file__).parent
+APPOINTMENT = {
+    "clinic": "Northside Clinic",
+    "appointment_at": "2027-03-10T08:00:00-05:00",
+    "appointment_text": "Wednesday 10 March at 08:00",
+    "timezone": "America/New_York",
+    "email": "ada@example.com",
+}
+# No data_schema, and one name: the name a run without data lacks.
+WELCOME = {
+    "key": "welcome",
+    "version": 1,
+    "steps": [{"key": "hi", "channel": "in_app", "content": {"title": "{{ name }}"}}],
+}
+
+
+@pytest.fixture
+def trigger_definitions(tmp_path: Path) -> dict[str, Path]:
+    (tmp_path / "welcome.yaml").write_text(yaml.safe_dump(WELCOME))
+    return {
+        "appointment_reminder": EXAMPLES / "appointment_reminder.yaml",
+        "mention_escalation": EXAMPLES / "mention_escalation.yaml",
+        "welcome": tmp_path / "welcome.yaml",
+    }
+
+
+@pytest.mark.parametrize(
+    ("workflow", "data", "message"),
+    [
+        # A data_schema: the first failing path, format checks on.
+        (
+            "appointment_reminder",
+            {**APPOINTMENT, "appointment_at": "next tuesday"},
+            "error: data.appointment_at: 'next tuesday' is not a 'date-time'",
+        ),
+        (
+            "appointment_reminder",
+            {**APPOINTMENT, "phone": "0123"},
+            "error: data.phone: '0123' does not match '^\\\\+[1-9][0-9]{6,14}$'",
+        ),
+        ("appointment_reminder", None, "error: data: 'clinic' is a required property"),
+        # No schema: a name a template uses, and where.
+        ("mention_escalation", {"excerpt": "see PR 12"}, "error: data is missing 'actor' (steps[0].content.title)"),
+        ("welcome", None, "error: data is missing 'name' (steps[0].content.title)"),
+    ],
+    ids=["not-a-date-time", "pattern", "no-data-with-a-schema", "missing-name", "no-data"],
+)
+def test_runs_start_with_data_the_definition_refuses_exits_2_writing_nothing(
+    cli_temporal: Cli, trigger_definitions: dict[str, Path], workflow: str, data: dict[str, Any] | None, message: str
+) -> None:
+    cli_temporal("definitions", "register", str(trigger_definitions[workflow]))
+    args = ["runs", "start", "--workflow", workflow, "--tenant", TENANT, "--recipient", RECIPIENT]
+    args += ["--idempotency-key", "trigger-1"]
+
+    line = cli_temporal.error(*args, *(["--data", json.dumps(data)] if data is not None else []), code=2)
+
+    assert line == message
+    assert cli_temporal.json("runs", "list", "--tenant", TENANT)["runs"] == []
+
+
+def test_the_idempotency_key_of_a_refused_trigger_is_still_free(cli_temporal: Cli) -> None:
+    cli_temporal("definitions", "register", str(EXAMPLES / "appointment_reminder.yaml"))
+    args = ["runs", "start", "--workflow", "appointment_reminder", "--tenant", TENANT, "--recipient", RECIPIENT]
+    args += ["--idempotency-key", "booking-7"]
+    cli_temporal.error(*args, "--data", json.dumps({**APPOINTMENT, "appointment_at": "2027-03-10"}), code=2)
+
+    run = cli_temporal.json(*args, "--data", json.dumps(APPOINTMENT))
+
+    assert (run["data"], run["state"], run["workflow_started"]) == (APPOINTMENT, "active", True)
 
 
 def test_without_a_database_url_the_error_names_the_setting() -> None:

@@ -71,6 +71,12 @@ def test_valid_files_exit_0_with_a_one_line_summary(files: Path) -> None:
     assert (result.stdout, result.stderr) == ("2 definitions valid\n", "")
 
 
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_every_example_journey_is_valid(path: Path) -> None:
+    result = tocsin("definitions", "check", str(path), "--channels", "in_app,email,sms", code=0)
+    assert (result.stdout, result.stderr) == ("1 definition valid\n", "")
+
+
 def test_every_problem_of_every_file_on_a_line_of_its_own_with_the_path_as_given(files: Path) -> None:
     result = tocsin(
         "definitions",
@@ -143,6 +149,15 @@ def test_graph_prints_mermaid_by_default_and_dot_on_request(files: Path) -> None
 def test_the_readme_shows_the_current_diagram_of_each_example_journey(path: Path) -> None:
     output = tocsin("definitions", "graph", str(path), code=0).stdout
     assert f"```mermaid\n{output}```" in README, f"regenerate with: tocsin definitions graph {path.relative_to(ROOT)}"
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_the_readme_shows_each_example_journey_as_it_is(path: Path) -> None:
+    example_file = load_definition(path)
+    blocks = [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", README, re.DOTALL)]
+    copies = [block for block in blocks if isinstance(block, dict) and block.get("key") == example_file.key]
+    assert copies, f"the README shows no copy of {path.relative_to(ROOT)}"
+    assert all(load_definition(copy) == example_file for copy in copies)
 
 
 def test_the_readme_pre_commit_hook_runs_the_check(files: Path) -> None:

@@ -153,3 +153,86 @@ def test_labels_are_escaped_and_nodes_never_named_after_keys() -> None:
 )
 def test_delays_are_iso_8601(seconds: int, text: str) -> None:
     assert iso_duration(seconds) == text
+
+
+# SPEC 11 on the diagram: a step's `when` and send window (its zone as written, or the recipient's and the
+# definition's default), a rule's `when` under its label, `until` waits with and without an offset. A step whose
+# wait rules all carry `when` may still complete the run: it has the `otherwise` edge.
+JOURNEY_FEATURES: dict[str, Any] = {
+    "key": "features",
+    "version": 1,
+    "default_timezone": "Europe/Berlin",
+    "steps": [
+        {
+            "key": "booked",
+            "channel": "in_app",
+            "required": True,
+            "progress": [
+                {"kind": "stop", "outcome": "bounced", "when": "plan == 'free'"},
+                {"kind": "wait_until", "until": "{{ starts_at }}", "offset": "-P1D", "to_step": "sms"},
+            ],
+        },
+        {
+            "key": "sms",
+            "channel": "sms",
+            "when": "phone is defined",
+            "send_window": {"timezone": "{{ tz }}", "start": "09:00", "end": "20:00"},
+            "progress": [
+                {"kind": "on_outcome", "outcome": "suppressed", "to_step": "email", "when": "email | length > 0"},
+                {"kind": "wait_until", "until": "{{ ends_at }}", "to_step": "email", "when": "follow_up"},
+                {"kind": "wait_until", "until": "{{ ends_at }}", "offset": "PT2H", "to_step": "email", "when": "late"},
+            ],
+        },
+        {
+            "key": "email",
+            "channel": "email",
+            "send_window": {"days": ["sat", "mon"], "start": "22:00", "end": "06:00"},
+        },
+    ],
+}
+
+JOURNEY_FEATURES_MERMAID = """\
+%% features version 1
+flowchart TD
+    start((start))
+    s0["booked<br/>channel: in_app<br/>required"]
+    s1["sms<br/>channel: sms<br/>when: phone is defined<br/>window: 09:00-20:00 in {{ tz }}"]
+    s2["email<br/>channel: email<br/>window: 22:00-06:00 mon,sat in recipient's zone or Europe/Berlin"]
+    stopped(["stopped"])
+    completed(["completed"])
+    start --> s0
+    s0 -->|"bounced<br/>when plan == 'free'"| stopped
+    s0 -->|"wait until {{ starts_at }}, P1D before"| s1
+    s1 -->|"suppressed<br/>when email #124; length #gt; 0"| s2
+    s1 -->|"wait until {{ ends_at }}<br/>when follow_up"| s2
+    s1 -->|"wait until {{ ends_at }}, PT2H after<br/>when late"| s2
+    s1 -->|"otherwise"| completed
+    s2 --> completed
+"""
+
+JOURNEY_FEATURES_DOT = """\
+digraph "features v1" {
+    start [shape=circle, label="start"];
+    s0 [shape=box, label="booked\\nchannel: in_app\\nrequired"];
+    s1 [shape=box, label="sms\\nchannel: sms\\nwhen: phone is defined\\nwindow: 09:00-20:00 in {{ tz }}"];
+    s2 [shape=box, label="email\\nchannel: email\\nwindow: 22:00-06:00 mon,sat in recipient's zone or Europe/Berlin"];
+    stopped [shape=doublecircle, label="stopped"];
+    completed [shape=doublecircle, label="completed"];
+    start -> s0;
+    s0 -> stopped [label="bounced\\nwhen plan == 'free'"];
+    s0 -> s1 [label="wait until {{ starts_at }}, P1D before"];
+    s1 -> s2 [label="suppressed\\nwhen email | length > 0"];
+    s1 -> s2 [label="wait until {{ ends_at }}\\nwhen follow_up"];
+    s1 -> s2 [label="wait until {{ ends_at }}, PT2H after\\nwhen late"];
+    s1 -> completed [label="otherwise"];
+    s2 -> completed;
+}
+"""
+
+
+def test_conditions_windows_and_until_waits_as_mermaid() -> None:
+    assert mermaid(WorkflowDefinition.parse(JOURNEY_FEATURES)) == JOURNEY_FEATURES_MERMAID
+
+
+def test_conditions_windows_and_until_waits_as_dot() -> None:
+    assert dot(WorkflowDefinition.parse(JOURNEY_FEATURES)) == JOURNEY_FEATURES_DOT
