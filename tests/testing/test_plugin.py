@@ -64,7 +64,7 @@ def test_a_passing_and_a_failing_journey_test_in_a_project_of_its_own(project: P
 
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
-    assert re.search(r"^FAILED tests/test_stuck\.py::test_a_report_that_never_comes", output, re.MULTILINE), output
+    assert re.search(r"^FAILED tests/test_stuck\.py::test_a_provider_slower_than_the_test", output, re.MULTILINE), output
     assert re.search(r"\b1 failed, 2 passed\b", output), output
     # The failure says where the run stands, not just that time ran out.
     assert re.search(
@@ -78,7 +78,7 @@ def test_a_passing_and_a_failing_journey_test_in_a_project_of_its_own(project: P
         "last transitions (of 2):",
         "  1. workflow_started: - -> active\n",
         "  2. step_activated: active -> active at step 'email'",
-        "a dispatched delivery waits for its provider's report",
+        "a dispatched delivery: its send is still in flight, or its provider's report is awaited",
     ):
         assert line in output, output
     assert "30-day journey:" in output and "from start_run to its result" in output

@@ -122,9 +122,8 @@ class Journeys:
     async def run_to_end(self, run: Run, *, within: timedelta = RUN_TO_END_WITHIN) -> RunDetail:
         """Let time skip until the run's workflow returns, then read the run (`Tocsin.get_run`).
 
-        A run that has not ended after `within` of wall time (one waiting for provider feedback that
-        never comes wakes every 6 hours of skipped time, for ever) fails with JourneyDidNotFinish, which
-        says where the run stands.
+        A run that has not ended after `within` of wall time (time does not skip while a send is in flight)
+        fails with JourneyDidNotFinish, which says where the run stands.
         """
         try:
             await asyncio.wait_for(self._started.result(workflow_id(run.id)), within.total_seconds())
@@ -172,7 +171,8 @@ def describe_unfinished(detail: RunDetail, within: timedelta) -> str:
     ]
     if any(d.status == "dispatched" for d in detail.deliveries):
         lines.append(
-            "a dispatched delivery waits for its provider's report: settle it with "
-            "journeys.tocsin.record_delivery_outcome(...), or script its channel differently"
+            "a dispatched delivery: its send is still in flight, or its provider's report is awaited (until the "
+            "step's feedback_timeout): report it with journeys.tocsin.record_delivery_outcome(...), or script its "
+            "channel differently"
         )
     return "\n".join(lines)

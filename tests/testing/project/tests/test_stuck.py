@@ -1,7 +1,9 @@
-"""A journey that cannot finish: its email is accepted, and the provider's report never comes."""
+"""A journey that does not finish in the time the test allows: its email provider is slower than that."""
 
+import asyncio
 from datetime import timedelta
 
+from tocsin.channels import OutboundMessage, SendReceipt
 from tocsin.testing import Journeys
 
 REPORTED = {
@@ -19,9 +21,17 @@ REPORTED = {
 }
 
 
-async def test_a_report_that_never_comes(journeys: Journeys) -> None:
+class SlowProvider:
+    """Answers after 5 s of real time: time does not skip while a send is in flight."""
+
+    async def send(self, message: OutboundMessage) -> SendReceipt:
+        await asyncio.sleep(5)
+        return SendReceipt(provider_message_id="slow-1")
+
+
+async def test_a_provider_slower_than_the_test(journeys: Journeys) -> None:
     await journeys.register(REPORTED)
-    journeys.channels["email"].script("awaiting_feedback")
+    journeys.channels["email"] = SlowProvider()
     run = await journeys.tocsin.start_run(
         workflow_key="reported", tenant_id="acme", recipient="user:8", idempotency_key="reported-8"
     )
