@@ -13,7 +13,6 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tocsin.core.context import render_context
-from tocsin.core.cursors import BEFORE_ALL
 from tocsin.core.data import check_trigger_data
 from tocsin.core.definitions import OnOutcomeRule, StopRule, WaitUntilRule, WorkflowDefinition
 from tocsin.core.errors import DefinitionNotFound, InvalidRequest
@@ -26,8 +25,10 @@ from tocsin.core.templates import RenderError, render_text
 from tocsin.db import Database, store
 from tocsin.db import queries as q
 from tocsin.engine.deliveries import move
-from tocsin.engine.planning import plan_next_step_delivery, run_context
+from tocsin.engine.planning import plan_next_step_delivery, run_context, write_delivery
+from tocsin.engine.plans import Activation, Finish, Plan, plan_outcome_advance, plan_timed_advance
 from tocsin.engine.signals import earliest_cancelling_signal, stop_by_signal
+from tocsin.engine.sweep import progress_due_runs
 
 __all__ = [
     "cancel_run",
@@ -223,28 +224,6 @@ async def progress_run(db: Database, run_id: uuid.UUID, *, now: datetime) -> Pro
         return await _progress_locked(db, conn, run, now=now)
 
 
-async def progress_due_runs(
-    db: Database, *, now: datetime, limit: int = 1000, overdue_by: timedelta = timedelta(0)
-) -> list[Progress]:
-    """Progress waiting runs whose gate is due, oldest first, one transaction each (SPEC 4.9).
-
-    FOR UPDATE SKIP LOCKED: concurrent sweepers (and a workflow progressing the same run) never collide,
-    and a run that another transaction holds is simply left to it. `overdue_by` leaves alone the runs whose
-    own workflow timer is about to fire (the reconcile sweep only rescues lost timers).
-    """
-    results: list[Progress] = []
-    after = BEFORE_ALL
-    while len(results) < limit:
-        async with db.transaction() as conn:
-            params = {"due_by": now - overdue_by, "after_due_at": after[0], "after_id": after[1]}
-            row = (await conn.execute(q.NEXT_DUE_RUN, params)).mappings().first()
-            if row is None:
-                break
-            after = (row["due_at"], row["id"])
-            results.append(await _progress_locked(db, conn, Run.of(row), now=now))
-    return results
-
-
 async def mark_workflow_started(db: Database, run_id: uuid.UUID) -> None:
     """Record that the run's Temporal workflow was started (the reconcile sweep starts the others)."""
     async with db.transaction() as conn:
@@ -279,11 +258,8 @@ async def cancel_run(db: Database, run_id: uuid.UUID, *, tenant_id: str, reason:
 
 async def _progress_locked(db: Database, conn: AsyncConnection, run: Run, *, now: datetime) -> Progress:
     if run.state == "waiting":
-        if run.due_at is None:
-            return Progress(kind="noop", run=run, reason="wait_missing_due_at")
-        if now < run.due_at:
-            return Progress(kind="noop", run=run, reason="wait_not_due")
-        return await _timed_advance(db, conn, run, now=now)
+        definition = await db.definition(run.definition_id, conn)
+        return await write_plan(conn, plan_timed_advance(run, definition, now=now), now=now)
     if run.finished:
         return Progress(kind="noop", run=run, reason="run_not_active")
 
@@ -448,114 +424,8 @@ async def _outcome_advance(
 ) -> Progress:
     # The run leaves this step either way: a failed delivery must never be retried behind its back.
     await _retire_if_failed(conn, delivery, now=now)
-    if _over_limit(run, definition):
-        return await _stop_at_limit(conn, run, definition, "on_outcome", rule.to_step, delivery.id, now=now)
-    context = {
-        "rule_kind": "on_outcome",
-        "workflow_outcome": branch.outcome,
-        "anchor_delivery_id": str(delivery.id),
-        "from_step": run.current_step,
-        "to_step": rule.to_step,
-        **branch.evidence,
-    }
-    await store.append_transition(
-        conn,
-        run,
-        now=now,
-        reason="progressed_on_delivery_outcome",
-        from_state="active",
-        to_state="active",
-        step_key=run.current_step,
-        delivery_id=delivery.id,
-        context=context | _when(rule),
-    )
-    return await _activate(
-        conn,
-        run,
-        definition,
-        rule_kind="on_outcome",
-        workflow_outcome=branch.outcome,
-        anchor_delivery_id=str(delivery.id),
-        to_step=rule.to_step,
-        when=rule.when,
-        now=now,
-    )
-
-
-async def _timed_advance(db: Database, conn: AsyncConnection, run: Run, *, now: datetime) -> Progress:
-    definition = await db.definition(run.definition_id, conn)
-    wait = run.status_context
-    to_step = str(wait["to_step"])
-    anchor_delivery_id = wait.get("anchor_delivery_id")
-    delivery_id = uuid.UUID(anchor_delivery_id) if anchor_delivery_id else None
-    if _over_limit(run, definition):
-        return await _stop_at_limit(conn, run, definition, "wait_until", to_step, delivery_id, now=now)
-    await store.append_transition(
-        conn,
-        run,
-        now=now,
-        reason="reactivated_from_wait",
-        from_state="waiting",
-        to_state="active",
-        step_key=run.current_step,
-        delivery_id=delivery_id,
-        context={**wait, "reactivated_at": store.iso(now)},
-    )
-    return await _activate(
-        conn,
-        run,
-        definition,
-        rule_kind="wait_until",
-        workflow_outcome="wait_elapsed",
-        anchor_delivery_id=anchor_delivery_id,
-        to_step=to_step,
-        when=wait.get("when"),
-        now=now,
-    )
-
-
-async def _activate(
-    conn: AsyncConnection,
-    run: Run,
-    definition: WorkflowDefinition,
-    *,
-    rule_kind: str,
-    workflow_outcome: str,
-    anchor_delivery_id: str | None,
-    to_step: str,
-    when: str | None,
-    now: datetime,
-) -> Progress:
-    """Move the cursor to `to_step` and plan that activation's delivery (SPEC 4.4, both cases)."""
-    advanced = await store.fetch_one(
-        conn,
-        Run,
-        q.ACTIVATE_STEP,
-        run_id=run.id,
-        now=now,
-        current_step=to_step,
-        status_context={
-            "rule_kind": rule_kind,
-            "workflow_outcome": workflow_outcome,
-            "anchor_delivery_id": anchor_delivery_id,
-            "from_step": run.current_step,
-            "to_step": to_step,
-        }
-        | ({"when": when} if when is not None else {}),
-    )
-    planned = await plan_next_step_delivery(conn, advanced, definition, definition.step(to_step), now=now)
-    await store.append_transition(
-        conn,
-        advanced,
-        now=now,
-        reason="step_activated",
-        from_state="active",
-        to_state="active",
-        step_key=to_step,
-        delivery_id=planned.id,
-        context={"step_key": to_step, "source": "progression"},
-    )
-    return Progress(kind="advanced", run=advanced, deliveries=[planned])
+    plan = plan_outcome_advance(run, definition, delivery, rule.to_step, rule.when, branch)
+    return await write_plan(conn, plan, now=now)
 
 
 async def _retire_if_failed(conn: AsyncConnection, delivery: Delivery, *, now: datetime) -> None:
@@ -564,36 +434,46 @@ async def _retire_if_failed(conn: AsyncConnection, delivery: Delivery, *, now: d
         await move(conn, delivery, "cancelled", now=now, suppression_reason="superseded")
 
 
-def _over_limit(run: Run, definition: WorkflowDefinition) -> bool:
-    return run.step_activation + 1 > definition.max_step_activations
-
-
-async def _stop_at_limit(
-    conn: AsyncConnection,
-    run: Run,
-    definition: WorkflowDefinition,
-    rule_kind: str,
-    to_step: str,
-    delivery_id: uuid.UUID | None,
-    *,
-    now: datetime,
-) -> Progress:
-    context = {
-        "rule_kind": rule_kind,
-        "from_step": run.current_step,
-        "to_step": to_step,
-        "step_activation": run.step_activation,
-        "max_step_activations": definition.max_step_activations,
-    }
-    stopped = await store.finish_run(
-        conn,
-        run,
-        now=now,
-        state="stopped",
-        status_reason="step_limit_exceeded",
-        transition_reason="step_limit_exceeded",
-        context=context,
-        terminal_reason="limit:max_step_activations",
-        delivery_id=delivery_id,
-    )
-    return Progress(kind="stopped", run=stopped)
+async def write_plan(conn: AsyncConnection, plan: Plan, *, now: datetime) -> Progress:
+    """Write one decision's plan with the statements of a single decision: the run, its delivery, then its
+    transitions in order (a transition may name the delivery)."""
+    run = plan.run
+    match plan.update:
+        case None:
+            return plan.progress(None, None)
+        case Activation(current_step, status_context):
+            written = await store.fetch_one(
+                conn,
+                Run,
+                q.ACTIVATE_STEP,
+                run_id=run.id,
+                now=now,
+                current_step=current_step,
+                status_context=status_context,
+            )
+        case Finish(state, status_reason, status_context, terminal_reason):
+            written = await store.fetch_one(
+                conn,
+                Run,
+                q.FINISH_RUN,
+                run_id=run.id,
+                now=now,
+                state=state,
+                status_reason=status_reason,
+                status_context=status_context,
+                terminal_reason=terminal_reason,
+            )
+    delivery = await write_delivery(conn, plan.delivery, now=now) if plan.delivery is not None else None
+    for transition in plan.transitions:
+        await store.append_transition(
+            conn,
+            run,
+            now=now,
+            reason=transition.reason,
+            from_state=transition.from_state,
+            to_state=transition.to_state,
+            step_key=transition.step_key,
+            delivery_id=delivery.id if transition.of_planned_delivery and delivery else transition.delivery_id,
+            context=transition.context,
+        )
+    return plan.progress(written, delivery)
