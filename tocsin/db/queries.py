@@ -421,41 +421,50 @@ _UUID = UUID(as_uuid=True)
 _NOW = bindparam("now", type_=DateTime(timezone=True))
 
 
+def _each(name: str, kind: Any) -> BindParameter[Any]:
+    return bindparam(f"each_{name}", type_=ARRAY(kind))
+
+
 def _rows(*columns: tuple[str, Any]) -> TableValuedAlias:
     """`unnest(:each_a, :each_b, ...) AS u(a, b, ...)`: one bound array per column."""
-    arrays = [bindparam(f"each_{name}", type_=ARRAY(kind)) for name, kind in columns]
+    arrays = [_each(name, kind) for name, kind in columns]
     return func.unnest(*arrays).table_valued(*(column(name, kind) for name, kind in columns)).render_derived(name="u")
 
 
+# An UPDATE joined to its rows also names its keys as `= ANY(...)`: the planner then looks each row up by its
+# key instead of hashing the whole table (it cannot see which rows an unnest() will yield). The run UPDATEs
+# return the id and the columns they set: the caller holds the rest, the row it locked.
 _activations = _rows(("run_id", _UUID), ("current_step", Text), ("status_context", Text))
+_ACTIVATIONS_SET: dict[str, Any] = {
+    "current_step": _activations.c.current_step,
+    "status_context": cast(_activations.c.status_context, JSONB),
+    "updated_at": _NOW,
+    "last_transition_at": _NOW,
+    **_ACTIVATED,
+}
 ACTIVATE_STEPS = (
     update(R)
-    .where(R.c.id == _activations.c.run_id)
-    .values(
-        current_step=_activations.c.current_step,
-        status_context=cast(_activations.c.status_context, JSONB),
-        updated_at=_NOW,
-        last_transition_at=_NOW,
-        **_ACTIVATED,
-    )
-    .returning(*R.c)
+    .where(R.c.id == _activations.c.run_id, R.c.id == any_(_each("run_id", _UUID)))
+    .values(**_ACTIVATIONS_SET)
+    .returning(R.c.id, *(R.c[name] for name in _ACTIVATIONS_SET))
 )
 _finishes = _rows(
     ("run_id", _UUID), ("state", Text), ("status_reason", Text), ("status_context", Text), ("terminal_reason", Text)
 )
+_FINISHES_SET: dict[str, Any] = {
+    "state": _finishes.c.state,
+    "status_reason": _finishes.c.status_reason,
+    "status_context": cast(_finishes.c.status_context, JSONB),
+    "terminal_reason": _finishes.c.terminal_reason,
+    "updated_at": _NOW,
+    "last_transition_at": _NOW,
+    **_FINISHED,
+}
 FINISH_RUNS = (
     update(R)
-    .where(R.c.id == _finishes.c.run_id)
-    .values(
-        state=_finishes.c.state,
-        status_reason=_finishes.c.status_reason,
-        status_context=cast(_finishes.c.status_context, JSONB),
-        terminal_reason=_finishes.c.terminal_reason,
-        updated_at=_NOW,
-        last_transition_at=_NOW,
-        **_FINISHED,
-    )
-    .returning(*R.c)
+    .where(R.c.id == _finishes.c.run_id, R.c.id == any_(_each("run_id", _UUID)))
+    .values(**_FINISHES_SET)
+    .returning(R.c.id, *(R.c[name] for name in _FINISHES_SET))
 )
 
 # `ordinal` numbers a run's transitions within the batch (1, 2, ...): seq = the run's highest before + ordinal,
@@ -542,6 +551,7 @@ _activations_of = _rows(("run_id", _UUID), ("activation", Integer))
 STEP_DELIVERIES_FOR_UPDATE = (
     select(D)
     .join(_activations_of, (D.c.run_id == _activations_of.c.run_id) & (D.c.activation == _activations_of.c.activation))
+    .where(D.c.run_id == any_(_each("run_id", _UUID)))
     .with_for_update(of=D)
 )
 # MOVE_DELIVERY for many locked deliveries (the caller checked each move): a NULL terminal_at or
@@ -549,7 +559,7 @@ STEP_DELIVERIES_FOR_UPDATE = (
 _moves = _rows(("id", _UUID), ("status", Text), ("suppression_reason", Text), ("terminal_at", DateTime(timezone=True)))
 MOVE_DELIVERIES = (
     update(D)
-    .where(D.c.id == _moves.c.id)
+    .where(D.c.id == _moves.c.id, D.c.id == any_(_each("id", _UUID)))
     .values(
         status=_moves.c.status,
         suppression_reason=func.coalesce(_moves.c.suppression_reason, D.c.suppression_reason),

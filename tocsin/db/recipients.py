@@ -67,14 +67,19 @@ UPSERT_RECIPIENT = _upsert_recipient.on_conflict_do_update(
 RECIPIENT_TIMEZONE = select(RC.c.timezone).where(
     RC.c.tenant_id == bindparam("b_tenant_id"), RC.c.recipient == bindparam("b_recipient")
 )
-# The zones of many recipients at once (the due sweep's batch): (tenant, recipient) pairs as two arrays.
+# The zones of many recipients at once (the due sweep's batch): (tenant, recipient) pairs as two arrays, also
+# named as `= ANY(...)` so that the primary key finds them (the planner cannot see what unnest() yields).
+_TENANT_IDS = bindparam("b_tenant_ids", type_=ARRAY(Text))
+_RECIPIENTS = bindparam("b_recipients", type_=ARRAY(Text))
 _pairs = (
-    func.unnest(bindparam("b_tenant_ids", type_=ARRAY(Text)), bindparam("b_recipients", type_=ARRAY(Text)))
+    func.unnest(_TENANT_IDS, _RECIPIENTS)
     .table_valued(column("tenant_id", Text), column("recipient", Text))
     .render_derived(name="u")
 )
-RECIPIENT_TIMEZONES = select(RC.c.tenant_id, RC.c.recipient, RC.c.timezone).join(
-    _pairs, (RC.c.tenant_id == _pairs.c.tenant_id) & (RC.c.recipient == _pairs.c.recipient)
+RECIPIENT_TIMEZONES = (
+    select(RC.c.tenant_id, RC.c.recipient, RC.c.timezone)
+    .join(_pairs, (RC.c.tenant_id == _pairs.c.tenant_id) & (RC.c.recipient == _pairs.c.recipient))
+    .where(RC.c.tenant_id == any_(_TENANT_IDS), RC.c.recipient == any_(_RECIPIENTS))
 )
 
 # --- the inbox --------------------------------------------------------------------------------------------

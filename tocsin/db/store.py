@@ -58,6 +58,11 @@ async def fetch_all(conn: AsyncConnection, model: type[M], statement: Executable
     return [model.of(row) for row in (await conn.execute(statement, params)).mappings().all()]
 
 
+async def fetch_rows(conn: AsyncConnection, statement: Executable, **params: Any) -> list[dict[str, Any]]:
+    """The rows a statement returns, by column name (for a statement that returns part of a row)."""
+    return [dict(row) for row in (await conn.execute(statement, params)).mappings().all()]
+
+
 async def execute(conn: AsyncConnection, statement: Executable, **params: Any) -> None:
     await conn.execute(statement, params)
 

@@ -122,13 +122,14 @@ async def write_plans(conn: AsyncConnection, plans: Sequence[Plan], *, now: date
 
 
 async def _write_runs(conn: AsyncConnection, plans: Sequence[Plan], *, now: datetime) -> dict[uuid.UUID, Run]:
+    """The run UPDATEs; each returns what it set, merged here into the row the sweep locked."""
+    locked = {plan.run.id: plan.run for plan in plans}
     activations = [(plan.run.id, plan.update) for plan in plans if isinstance(plan.update, Activation)]
     finishes = [(plan.run.id, plan.update) for plan in plans if isinstance(plan.update, Finish)]
-    written: list[Run] = []
+    written: list[dict[str, Any]] = []
     if activations:
-        written += await store.fetch_all(
+        written += await store.fetch_rows(
             conn,
-            Run,
             q.ACTIVATE_STEPS,
             **_each(
                 run_id=[run_id for run_id, _ in activations],
@@ -138,9 +139,8 @@ async def _write_runs(conn: AsyncConnection, plans: Sequence[Plan], *, now: date
             now=now,
         )
     if finishes:
-        written += await store.fetch_all(
+        written += await store.fetch_rows(
             conn,
-            Run,
             q.FINISH_RUNS,
             **_each(
                 run_id=[run_id for run_id, _ in finishes],
@@ -151,7 +151,7 @@ async def _write_runs(conn: AsyncConnection, plans: Sequence[Plan], *, now: date
             ),
             now=now,
         )
-    return {run.id: run for run in written}
+    return {row["id"]: locked[row["id"]].model_copy(update=row) for row in written}
 
 
 async def _write_deliveries(
