@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tocsin.core.conditions import ConditionError, evaluate_condition
 from tocsin.core.context import render_context
 from tocsin.core.definitions import Step, WorkflowDefinition
-from tocsin.core.models import Delivery, Run
+from tocsin.core.models import Delivery, Run, RunItem
 from tocsin.core.templates import RenderError, render_content
 from tocsin.db import queries as q
 from tocsin.db import store
@@ -20,13 +21,26 @@ from tocsin.engine.deliveries import SendResult, apply_result, move
 from tocsin.engine.schedule import send_zone, window_opening
 
 
-def run_context(run: Run) -> dict[str, Any]:
-    """What the run's templates and conditions see (SPEC 11.6)."""
-    return render_context(run.data, recipient=run.recipient, tenant_id=run.tenant_id, workflow_key=run.workflow_key)
+def run_context(run: Run, items: Sequence[RunItem] | None = None) -> dict[str, Any]:
+    """What the run's templates and conditions see (SPEC 11.6); a batched run's `items` (tocsin.engine.batches)
+    add `items` and `items_count`."""
+    return render_context(
+        run.data,
+        recipient=run.recipient,
+        tenant_id=run.tenant_id,
+        workflow_key=run.workflow_key,
+        items=[item.data for item in items] if items is not None else None,
+    )
 
 
 async def plan_next_step_delivery(
-    conn: AsyncConnection, run: Run, definition: WorkflowDefinition, step: Step, *, now: datetime
+    conn: AsyncConnection,
+    run: Run,
+    definition: WorkflowDefinition,
+    step: Step,
+    context: dict[str, Any],
+    *,
+    now: datetime,
 ) -> Delivery:
     """The delivery of the run's current activation, planned at most once.
 
@@ -35,8 +49,8 @@ async def plan_next_step_delivery(
     the first one wrote, and never emits a second delivery. A false `when` plans it suppressed
     (`condition_not_met`); a condition or content that cannot be evaluated plans it suppressed
     (`render_failed`, the error in an attempt row). A step with a send window is scheduled for its next opening.
+    `context` is the run's render context (`run_context`), read once per decision.
     """
-    context = run_context(run)
     content: dict[str, Any] = {}
     unmet = False
     render_error: str | None = None
