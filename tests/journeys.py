@@ -36,6 +36,7 @@ DATA: dict[str, Any] = {"actor": "Ada", "excerpt": "see the draft"}
 TABLES: tuple[tuple[Table, str], ...] = (
     (t.workflow_definitions, "id"),
     (t.workflow_runs, "id"),
+    (t.run_items, "id"),
     (t.deliveries, "id"),
     (t.delivery_attempts, "id"),
     (t.signals, "id"),

@@ -33,6 +33,8 @@ _EXPORTS = {
     "InvalidRequest": "tocsin.core.errors",
     "Run": "tocsin.core.models",
     "RunDetail": "tocsin.core.models",
+    "RunItem": "tocsin.core.models",
+    "StartedRun": "tocsin.core.models",
     "Delivery": "tocsin.core.models",
     "Transition": "tocsin.core.models",
     "Attempt": "tocsin.core.models",
@@ -72,7 +74,7 @@ if TYPE_CHECKING:
         RunNotFound,
         TocsinError,
     )
-    from tocsin.core.models import Attempt, Delivery, Progress, Run, RunDetail, Transition
+    from tocsin.core.models import Attempt, Delivery, Progress, Run, RunDetail, RunItem, StartedRun, Transition
     from tocsin.db.database import Database
     from tocsin.settings import Settings
     from tocsin.temporal.worker import build_worker, ensure_reconcile_schedule

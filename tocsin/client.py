@@ -14,7 +14,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from tocsin import engine
 from tocsin.core import contracts as c
 from tocsin.core.errors import ConfigurationError, InvalidRequest
-from tocsin.core.models import DefinitionRecord, Delivery, Run, RunDetail, RunPage, workflow_id
+from tocsin.core.models import DefinitionRecord, Delivery, Run, RunDetail, RunPage, StartedRun, workflow_id
 from tocsin.core.preferences import Preferences, Recipient
 from tocsin.db import Database, store
 from tocsin.engine import preferences as prefs
@@ -141,8 +141,12 @@ class Tocsin:
         idempotency_key: str,
         data: dict[str, Any] | None = None,
         version: int | None = None,
-    ) -> Run:
-        """Commit the run and its first delivery in Postgres, then start its workflow. Same key: same run."""
+    ) -> StartedRun:
+        """Commit the run and its first delivery in Postgres, then start its workflow. Same key: same run.
+
+        For a batched workflow (SPEC 11.5) the trigger opens its scope's batch (the run is `collecting` until its
+        window passes) or joins the open one: then `joined` is true and the batch's workflow is woken.
+        """
         run, _ = await engine.create_run(
             self.db,
             tenant_id=tenant_id,
@@ -157,6 +161,10 @@ class Tocsin:
         if not run.workflow_started and not run.finished:
             await start_journey(self.temporal, self.db, run, task_queue=self.task_queue)
             run = run.model_copy(update={"workflow_started": True})
+        elif run.joined:
+            # The batch may have closed at max_items: its workflow sends at once instead of at the window's end.
+            # A retried trigger wakes it again, which a wake lost the first time needs.
+            await notify_journey(self.temporal, run, task_queue=self.task_queue)
         return run
 
     async def cancel_run(self, run_id: uuid.UUID, *, tenant_id: str, reason: str) -> Run:
@@ -195,7 +203,7 @@ class Tocsin:
         return stopped
 
     async def get_run(self, run_id: uuid.UUID, *, tenant_id: str) -> RunDetail:
-        """The run with its whole audit trail, its deliveries and their attempts."""
+        """The run with its whole audit trail, its deliveries and their attempts, and a batched run's items."""
         return await reads.get_run(self.db, run_id, tenant_id=tenant_id)
 
     async def list_runs(

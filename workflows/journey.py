@@ -60,6 +60,11 @@ def wait_label(round_: c.Round) -> str:
     return f"wait {c.iso_duration(wait.delay_seconds)} → {wait.to_step}"
 
 
+def batch_label(run: c.RunView) -> str:
+    """A batch's timer: `batch closes 2027-03-01 08:10:00 UTC → email` (the step its close activates)."""
+    return f"batch closes {moment(run.due_at)} → {run.current_step}" if run.due_at else f"batch → {run.current_step}"
+
+
 class CancelRequested(Exception):
     """Temporal was asked to cancel the workflow: the run loop stops at its next activity or timer."""
 
@@ -73,6 +78,8 @@ def details(round_: c.Round) -> str:
     if run.state == "waiting":
         then = f" → `{round_.wait.to_step}`" if round_.wait else ""
         return f"{where} until {moment(run.due_at)}{then}" if run.due_at else where
+    if run.state == "collecting":
+        return f"{where}: batch closes {moment(run.due_at)}" if run.due_at else where
     if delivery is None:
         return f"{where}: {run.status_reason}"
     return f"{where}: {delivery.channel} delivery {delivery.status} after {delivery.attempt_count} attempt(s)"
@@ -107,12 +114,14 @@ class JourneyWorkflow:
                 self.finished = True
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 return run
-            if run.state == "waiting":
-                # A waiting run always has due_at (a CHECK constraint); without one, re-read now and then.
+            if run.state in ("waiting", "collecting"):
+                # A waiting run or an open batch (SPEC 11.5) always has due_at (a CHECK constraint); without one,
+                # re-read now and then. A trigger joining the batch wakes it; it then sleeps on to the same time.
+                label = wait_label(round_) if run.state == "waiting" else batch_label(run)
                 if run.due_at is None:
                     await self.sleep_until(workflow.now() + SAFETY_RECHECK, "re-check a wait without a due time")
                 else:
-                    await self.sleep_until(run.due_at, wait_label(round_))
+                    await self.sleep_until(run.due_at, label)
             else:
                 await self.drive(round_)
             if workflow.info().is_continue_as_new_suggested():

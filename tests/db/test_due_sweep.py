@@ -1,10 +1,10 @@
-"""The set-based due sweep (SPEC 4.9) writes exactly the rows that `progress_run` writes for the same timed
-advance, run by run; it honours its limit, pages past runs that share one due_at, and two sweepers share the
-due runs without taking one twice.
+"""The set-based due sweep (SPEC 4.9, 11.5) writes exactly the rows that `progress_run` writes for the same
+timed advance or batch close, run by run; it honours its limit, pages past runs that share one due_at, and two
+sweepers never take one run twice.
 
-Each equivalence scenario starts two identical runs at the same moment and lets both wait for the same due
-time; `progress_run` advances the first, the sweep the second. Their rows must then be equal field by field,
-once each run's own ids (its run id, its delivery ids, wherever they appear) are replaced by names.
+Each equivalence scenario makes two identical runs with the same clock, both due at the same moment;
+`progress_run` progresses the first, the sweep the second. Their rows must then be equal field by field, once
+each run's own ids (its run id, its delivery and item ids, wherever they appear) are replaced by names.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from journeys import (
     drive,
     journey,
     later,
+    rows,
     run_row,
     start,
     step,
@@ -36,8 +37,10 @@ from journeys import (
 
 from tocsin.core.models import Progress
 from tocsin.db import Database
-from tocsin.engine import progress_due_runs, progress_run
+from tocsin.db import tables as t
+from tocsin.engine import create_run, progress_due_runs, progress_run
 from tocsin.engine.preferences import set_recipient
+from tocsin.engine.registry import register_definition
 
 WAIT_SECONDS = 7200
 
@@ -54,6 +57,9 @@ class Scenario:
     spec: dict[str, Any]
     data: dict[str, Any] = field(default_factory=lambda: dict(DATA))
     recipient_zone: str | None = None  # stored for the scenario's recipient (SPEC 12.1) before the runs start
+    # "wait": a run waiting for its next step; "batch": a batch collecting two triggers; "batched_wait": a batch
+    # of two that closed and then waits for its next step. All are due at `due` (WAIT_SECONDS after t0).
+    kind: str = "wait"
 
     @property
     def recipient(self) -> str:
@@ -61,6 +67,7 @@ class Scenario:
 
 
 WINDOW = {"start": "09:00", "end": "17:00"}
+BATCH_CLOSED_AFTER = 60
 
 SCENARIOS = {
     "plain_step": Scenario(waiting_then("plain", step("second", "email"))),
@@ -96,23 +103,71 @@ SCENARIOS = {
         )
     ),
     "step_limit_stop": Scenario(waiting_then("limited", step("second", "email"), max_step_activations=1)),
+    # SPEC 11.5: a batch whose window passed closes; its first step sees the items.
+    "batch_closes": Scenario(
+        journey(
+            "batched",
+            step(
+                "digest", "email", content={"body": "{{ items_count }}: {% for i in items %}{{ i.actor }} {% endfor %}"}
+            ),
+            batch={"window": f"PT{WAIT_SECONDS}S"},
+        ),
+        kind="batch",
+    ),
+    # ... and a batched run's timed advance renders against its items too.
+    "batched_run_advances": Scenario(
+        waiting_then(
+            "batched_wait",
+            step("second", "email", content={"body": "{{ items_count }} items, first {{ items[0].actor }}"}),
+            first_wait=wait("second", WAIT_SECONDS - BATCH_CLOSED_AFTER),
+            batch={"window": f"PT{BATCH_CLOSED_AFTER}S"},
+        ),
+        kind="batched_wait",
+    ),
 }
 
 
-async def waiting_run(db: Database, scenario: Scenario, *, now: datetime) -> uuid.UUID:
-    run = await start(db, scenario.spec, now=now, data=scenario.data, recipient=scenario.recipient)
-    await drive(db, (await delivery_at(db, run.id, 1))["id"], "succeeded", now=now)
-    assert (await progress_run(db, run.id, now=now)).kind == "waiting"
+async def trigger(db: Database, scenario: Scenario, actor: str, *, now: datetime) -> uuid.UUID:
+    await register_definition(db, scenario.spec, now=now)
+    run, created = await create_run(
+        db,
+        tenant_id=TENANT,
+        workflow_key=scenario.spec["key"],
+        recipient=scenario.recipient,
+        idempotency_key=f"key-{uuid.uuid4()}",
+        data={**scenario.data, "actor": actor},
+        now=now,
+    )
+    assert created
     return run.id
 
 
-async def twins(db: Database, scenario: Scenario, *, now: datetime) -> tuple[uuid.UUID, uuid.UUID]:
-    """Two identical runs of the scenario, both waiting until `now` + the wait."""
+async def due_run(db: Database, scenario: Scenario, *, now: datetime) -> uuid.UUID:
+    """A run of the scenario due at `now` + WAIT_SECONDS, made with the clock at `now`."""
+    if scenario.kind == "wait":
+        run = await start(db, scenario.spec, now=now, data=scenario.data, recipient=scenario.recipient)
+        run_id, settled = run.id, now
+    else:
+        run_id = await trigger(db, scenario, "Ada", now=now)
+        assert await trigger(db, scenario, "Bob", now=now) == run_id  # the second trigger joins the batch
+        if scenario.kind == "batch":
+            return run_id
+        settled = later(now, seconds=BATCH_CLOSED_AFTER)
+        assert (await progress_run(db, run_id, now=settled)).kind == "advanced"  # the batch closes
+    await drive(db, (await delivery_at(db, run_id, 1))["id"], "succeeded", now=settled)
+    assert (await progress_run(db, run_id, now=settled)).kind == "waiting"
+    return run_id
+
+
+async def by_hand(db: Database, scenario: Scenario, *, now: datetime) -> tuple[uuid.UUID, Progress]:
+    """A due run of the scenario, progressed by progress_run at its due time. Made first: a batch's twin then
+    opens a batch of its own in the same scope."""
     if scenario.recipient_zone is not None:
         await set_recipient(
             db, tenant_id=TENANT, recipient=scenario.recipient, timezone=scenario.recipient_zone, now=now
         )
-    return await waiting_run(db, scenario, now=now), await waiting_run(db, scenario, now=now)
+    run_id = await due_run(db, scenario, now=now)
+    return run_id, await progress_run(db, run_id, now=later(now, seconds=WAIT_SECONDS))
 
 
 def named(value: Any, names: dict[uuid.UUID, str]) -> Any:
@@ -133,9 +188,17 @@ def without(row: dict[str, Any], *keys: str) -> dict[str, Any]:
     return {key: value for key, value in row.items() if key not in keys}
 
 
+async def items(db: Database, run_id: uuid.UUID) -> list[dict[str, Any]]:
+    return await rows(db, t.run_items, t.run_items.c.run_id == run_id, order_by="position")
+
+
 async def names_of(db: Database, run_id: uuid.UUID) -> dict[uuid.UUID, str]:
-    """The run's own ids by name: `run`, `delivery:<activation>`."""
-    return {run_id: "run", **{d["id"]: f"delivery:{d['activation']}" for d in await deliveries(db, run_id)}}
+    """The run's own ids by name: `run`, `delivery:<activation>`, `item:<position>`."""
+    return {
+        run_id: "run",
+        **{d["id"]: f"delivery:{d['activation']}" for d in await deliveries(db, run_id)},
+        **{i["id"]: f"item:{i['position']}" for i in await items(db, run_id)},
+    }
 
 
 async def rows_of(db: Database, run_id: uuid.UUID) -> dict[str, Any]:
@@ -149,6 +212,7 @@ async def rows_of(db: Database, run_id: uuid.UUID) -> dict[str, Any]:
             "transitions": trail,
             "deliveries": found,
             "attempts": [without(a, "id") for d in found for a in await attempts(db, d["id"])],
+            "items": [without(i, "idempotency_key") for i in await items(db, run_id)],
         },
         await names_of(db, run_id),
     )
@@ -169,31 +233,36 @@ async def progress_of(db: Database, progress: Progress) -> dict[str, Any]:
 @pytest.mark.parametrize("name", list(SCENARIOS))
 async def test_the_sweep_writes_the_rows_progress_run_writes(db: Database, t0: datetime, name: str) -> None:
     scenario = SCENARIOS[name]
-    by_hand, swept = await twins(db, scenario, now=t0)
     due = later(t0, seconds=WAIT_SECONDS)
+    by_hand_id, single = await by_hand(db, scenario, now=t0)
+    swept = await due_run(db, scenario, now=t0)
 
-    single = await progress_run(db, by_hand, now=due)
     (batched,) = await progress_due_runs(db, now=due)
 
     assert batched.run.id == swept
     assert await progress_of(db, batched) == await progress_of(db, single)
-    assert await rows_of(db, swept) == await rows_of(db, by_hand)
+    assert await rows_of(db, swept) == await rows_of(db, by_hand_id)
 
 
 async def test_one_batch_of_every_scenario_writes_the_rows_progress_run_writes(db: Database, t0: datetime) -> None:
-    pairs = {name: await twins(db, scenario, now=t0) for name, scenario in SCENARIOS.items()}
     due = later(t0, seconds=WAIT_SECONDS)
-    singles = {name: await progress_run(db, by_hand, now=due) for name, (by_hand, _) in pairs.items()}
+    singles = {name: await by_hand(db, scenario, now=t0) for name, scenario in SCENARIOS.items()}
+    pairs = {name: (singles[name][0], await due_run(db, scenario, now=t0)) for name, scenario in SCENARIOS.items()}
 
+    # One transaction for the due batches, one for the due waits.
     batched = await progress_due_runs(db, now=due, batch_size=len(pairs))
 
     assert sorted(p.run.id for p in batched) == sorted(swept for _, swept in pairs.values())
     by_run = {p.run.id: p for p in batched}
-    for name, (by_hand, swept) in pairs.items():
-        assert await progress_of(db, by_run[swept]) == await progress_of(db, singles[name]), name
-        assert await rows_of(db, swept) == await rows_of(db, by_hand), name
+    for name, (by_hand_id, swept) in pairs.items():
+        assert await progress_of(db, by_run[swept]) == await progress_of(db, singles[name][1]), name
+        assert await rows_of(db, swept) == await rows_of(db, by_hand_id), name
     # What the scenarios are about, so that equal rows cannot mean equally wrong ones.
-    planned = {name: await delivery_at(db, swept, 2) for name, (_, swept) in pairs.items() if name != "step_limit_stop"}
+    planned = {
+        name: await delivery_at(db, swept, 1 if name == "batch_closes" else 2)
+        for name, (_, swept) in pairs.items()
+        if name != "step_limit_stop"
+    }
     assert (planned["false_step_condition"]["status"], planned["false_step_condition"]["suppression_reason"]) == (
         "suppressed",
         "condition_not_met",
@@ -218,13 +287,15 @@ async def test_one_batch_of_every_scenario_writes_the_rows_progress_run_writes(d
         "limit:max_step_activations",
     )
     assert len(await deliveries(db, pairs["step_limit_stop"][1])) == 1
+    assert planned["batch_closes"]["content"] == {"body": "2: Ada Bob "}
+    assert planned["batched_run_advances"]["content"] == {"body": "2 items, first Ada"}
 
 
 PLAIN = SCENARIOS["plain_step"]
 
 
 async def test_the_limit_is_honoured_across_batches(db: Database, t0: datetime) -> None:
-    runs = [await waiting_run(db, PLAIN, now=later(t0, seconds=i)) for i in range(7)]
+    runs = [await due_run(db, PLAIN, now=later(t0, seconds=i)) for i in range(7)]
     at = later(t0, days=1)
 
     first = await progress_due_runs(db, now=at, limit=5, batch_size=2)
@@ -234,9 +305,19 @@ async def test_the_limit_is_honoured_across_batches(db: Database, t0: datetime) 
     assert [p.run.id for p in await progress_due_runs(db, now=at, limit=5, batch_size=2)] == runs[5:]
 
 
+async def test_due_batches_close_before_due_waits_advance_within_one_limit(db: Database, t0: datetime) -> None:
+    waiting = await due_run(db, PLAIN, now=later(t0, seconds=-1))  # due first, a wait
+    batch = await due_run(db, SCENARIOS["batch_closes"], now=t0)
+    at = later(t0, days=1)
+
+    assert [(p.run.id, p.kind) for p in await progress_due_runs(db, now=at, limit=1)] == [(batch, "advanced")]
+    assert (await run_row(db, waiting))["state"] == "waiting"
+    assert [(p.run.id, p.kind) for p in await progress_due_runs(db, now=at, limit=1)] == [(waiting, "advanced")]
+
+
 async def test_runs_sharing_one_due_at_are_paged_by_id_each_once(db: Database, t0: datetime) -> None:
-    tied = [await waiting_run(db, PLAIN, now=t0) for _ in range(8)]
-    earlier = await waiting_run(db, PLAIN, now=later(t0, seconds=-1))
+    tied = [await due_run(db, PLAIN, now=t0) for _ in range(8)]
+    earlier = await due_run(db, PLAIN, now=later(t0, seconds=-1))
     at = later(t0, days=1)
 
     results = await progress_due_runs(db, now=at, batch_size=3)
@@ -249,8 +330,8 @@ async def test_runs_sharing_one_due_at_are_paged_by_id_each_once(db: Database, t
 
 async def test_a_noop_in_a_batch_writes_nothing_and_the_sweep_pages_past_it(db: Database, t0: datetime) -> None:
     # A negative grace reaches past `now`: those runs are locked but not yet due, noops, and left waiting.
-    due = await waiting_run(db, PLAIN, now=t0)
-    not_yet = await waiting_run(db, PLAIN, now=later(t0, minutes=10))
+    due = await due_run(db, PLAIN, now=t0)
+    not_yet = await due_run(db, PLAIN, now=later(t0, minutes=10))
     at = later(t0, seconds=WAIT_SECONDS)
 
     results = await progress_due_runs(db, now=at, overdue_by=later(t0, minutes=-20) - t0, batch_size=1)
@@ -279,7 +360,7 @@ async def sweepers(fresh_db_url: str) -> AsyncIterator[tuple[Database, Database]
 async def test_two_sweepers_in_small_batches_never_take_a_run_twice(
     db: Database, sweepers: tuple[Database, Database], t0: datetime
 ) -> None:
-    runs = [await waiting_run(db, PLAIN, now=later(t0, seconds=i)) for i in range(24)]
+    runs = [await due_run(db, PLAIN, now=later(t0, seconds=i)) for i in range(24)]
     first, second = sweepers
     at = later(t0, days=1)
 

@@ -70,8 +70,9 @@ async def test_create_run_writes_the_run_its_first_transitions_and_its_first_del
         "created_at": t0,
         "updated_at": t0,
         "throttle_key": None,
+        "batch_key": None,
     }
-    assert run.model_dump() == row
+    assert run.model_dump() == row | {"joined": False}
 
     trail = await transitions(db, run.id)
     assert_seq_contiguous(trail)

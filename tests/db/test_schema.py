@@ -30,6 +30,7 @@ TABLE_NAMES = {
     "signals",
     "preferences",
     "recipients",
+    "run_items",
 }
 
 

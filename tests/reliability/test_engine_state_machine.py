@@ -283,8 +283,11 @@ class EngineMachine(RuleBasedStateMachine):
         sends = len(self.channel.sent)
         dispatch = dispatch_delivery(self.db, delivery["id"], channels=self.channels, now=self.now)
         awaiting = delivery["status"] == "dispatched" and delivery["id"] not in self.crashed
-        if delivery["status"] in TERMINAL_DELIVERY_STATUSES or awaiting:
-            self.unchanged(dispatch)  # idempotent: already settled, or accepted and awaiting the provider
+        # SPEC 11.3: a retry (or a send window) not due yet is refused.
+        due = delivery["scheduled_for"]
+        early = delivery["status"] == "failed" and due is not None and self.now < due
+        if delivery["status"] in TERMINAL_DELIVERY_STATUSES or awaiting or early:
+            self.unchanged(dispatch)  # idempotent: already settled, accepted and awaiting the provider, or early
             assert len(self.channel.sent) == sends
             return
         settled = self.call(dispatch)
@@ -297,6 +300,8 @@ class EngineMachine(RuleBasedStateMachine):
         else:
             assert (settled.status, settled.suppression_reason) == AFTER_SEND[answer]
             assert len(self.channel.sent) == sends + 1
+        if settled.status == "failed":  # its retry's time is a column, after the backoff
+            assert settled.scheduled_for is not None and settled.scheduled_for > self.now
         self.crashed.discard(delivery["id"])
 
     @rule(index=st.integers(0, 999))

@@ -451,6 +451,36 @@ CASES: list[tuple[str, Edit, str, str]] = [
         "unexpected_field",
         "throttle.per",
     ),
+    ("batch not a mapping", put(("batch",), "PT10M"), "invalid_batch", "batch"),
+    ("batch without window", put(("batch",), {"key": "{{ post }}"}), "invalid_batch", "batch.window"),
+    ("batch window in months", put(("batch",), {"window": "P1M"}), "invalid_batch", "batch.window"),
+    ("batch window seconds zero", put(("batch",), {"window_seconds": 0}), "invalid_batch", "batch.window_seconds"),
+    (
+        "batch window and seconds",
+        put(("batch",), {"window": "PT1M", "window_seconds": 60}),
+        "invalid_batch",
+        "batch.window",
+    ),
+    ("batch max_items zero", put(("batch",), {"window": "PT1M", "max_items": 0}), "invalid_batch", "batch.max_items"),
+    (
+        "batch max_items past 1000",
+        put(("batch",), {"window": "PT1M", "max_items": 1001}),
+        "invalid_batch",
+        "batch.max_items",
+    ),
+    (
+        "batch max_items not an int",
+        put(("batch",), {"window": "PT1M", "max_items": True}),
+        "invalid_batch",
+        "batch.max_items",
+    ),
+    (
+        "batch key does not compile",
+        put(("batch",), {"window": "PT1M", "key": "{{ post "}),
+        "invalid_template",
+        "batch.key",
+    ),
+    ("batch field", put(("batch",), {"window": "PT1M", "size": 3}), "unexpected_field", "batch.size"),
     ("data schema not a mapping", put(("data_schema",), True), "invalid_data_schema", "data_schema"),
     ("data schema not a schema", put(("data_schema",), {"type": "strin"}), "invalid_data_schema", "data_schema"),
     (
@@ -485,9 +515,8 @@ def test_each_problem_has_its_code_and_location(edit: Edit, code: str, location:
 def test_every_code_is_covered() -> None:
     """A case above for each code validation can report (ProblemCode, which `Problem.code` is typed as)."""
     # invalid_document is about the whole document (not a mapping, an unreadable file): tested further down;
-    # unknown_channel comes from `definitions check --channels`, not from parsing: the next test; invalid_batch
-    # belongs to batching (SPEC 11.5), which definitions do not take yet.
-    outside = {"invalid_document", "unknown_channel", "invalid_batch"}
+    # unknown_channel comes from `definitions check --channels`, not from parsing: the next test.
+    outside = {"invalid_document", "unknown_channel"}
     assert {case[2] for case in CASES} | outside == set(get_args(ProblemCode))
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tocsin.core.data import data_schema_problems
-from tocsin.core.definitions import Throttle, WorkflowDefinition, load_definition, parse_offset
+from tocsin.core.definitions import Batch, Throttle, WorkflowDefinition, load_definition, parse_offset
 from tocsin.core.errors import DefinitionError, Problem
 from tocsin.core.limits import MAX_DURATION_SECONDS
 from tocsin.core.windows import SendWindow
@@ -42,7 +42,16 @@ def test_definitions_without_the_new_fields_keep_their_checksums() -> None:
     assert load_definition("tocsin/examples/mention_escalation.yaml").checksum() == MENTION_ESCALATION_CHECKSUM
     definition = WorkflowDefinition.parse(old_style())
     assert definition.checksum() == OLD_STYLE_CHECKSUM
-    for name in ("when", "send_window", "feedback_timeout", "throttle", "data_schema", "default_timezone", "until"):
+    for name in (
+        "when",
+        "send_window",
+        "feedback_timeout",
+        "throttle",
+        "data_schema",
+        "default_timezone",
+        "until",
+        "batch",
+    ):
         assert f'"{name}' not in definition.canonical_json()
 
 
@@ -53,7 +62,7 @@ def test_the_new_fields_at_their_defaults_read_back_from_the_stored_form() -> No
     assert again == definition
     step = again.first_step
     assert (step.when, step.send_window, step.feedback_timeout_seconds) == (None, None, 259200)
-    assert (again.throttle, again.data_schema, again.default_timezone) == (None, None, "UTC")
+    assert (again.throttle, again.data_schema, again.default_timezone, again.batch) == (None, None, "UTC", None)
     wait = step.wait_rules[0]
     assert (wait.delay_seconds, wait.until, wait.offset_seconds, wait.when) == (45, None, 0, None)
 
@@ -66,7 +75,7 @@ def journey(*first_rules: dict[str, Any], **fields: Any) -> dict[str, Any]:
     """A two-step definition whose first step has `first_rules`; `fields` go on the first step, or on the
     definition for the definition's own fields."""
     top: dict[str, Any] = {
-        name: fields.pop(name) for name in ("throttle", "data_schema", "default_timezone") if name in fields
+        name: fields.pop(name) for name in ("throttle", "data_schema", "default_timezone", "batch") if name in fields
     }
     return {
         "key": "reminder",
@@ -216,6 +225,28 @@ def test_a_throttle_is_kept_with_its_period_in_seconds(
     assert definition.throttle == expected
     assert definition.model_dump(mode="json")["throttle"] == stored
     round_trips(definition)
+
+
+@pytest.mark.parametrize(
+    ("batch", "expected", "stored"),
+    [
+        ({"window": "PT10M"}, Batch(window_seconds=600), {"window_seconds": 600, "max_items": 100}),
+        (
+            {"window_seconds": 60, "key": "{{ post_id }}", "max_items": 1000},
+            Batch(window_seconds=60, key="{{ post_id }}", max_items=1000),
+            {"window_seconds": 60, "key": "{{ post_id }}", "max_items": 1000},
+        ),
+    ],
+)
+def test_a_batch_is_kept_with_its_window_in_seconds(
+    batch: dict[str, Any], expected: Batch, stored: dict[str, Any]
+) -> None:
+    definition = WorkflowDefinition.parse(journey(batch=batch))
+    assert definition.batch == expected
+    assert definition.model_dump(mode="json")["batch"] == stored
+    round_trips(definition)
+    spelled = WorkflowDefinition.parse(journey(batch={**batch, "max_items": expected.max_items}))
+    assert spelled.checksum() == definition.checksum()
 
 
 def test_a_data_schema_and_a_default_timezone_are_kept() -> None:

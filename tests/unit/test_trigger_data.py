@@ -14,7 +14,7 @@ from tocsin.core.errors import InvalidRequest
 
 def definition_with(body: str, **more: Any) -> WorkflowDefinition:
     step: dict[str, Any] = {"key": "a", "channel": "sms", "content": {"body": body}}
-    top = {name: more.pop(name) for name in ("throttle", "data_schema") if name in more}
+    top = {name: more.pop(name) for name in ("throttle", "data_schema", "batch") if name in more}
     return WorkflowDefinition.parse({"key": "j", "version": 1, "steps": [step | more], **top})
 
 
@@ -68,6 +68,7 @@ def test_each_name_is_reported_at_its_first_use_in_render_order() -> None:
             "key": "appointment",
             "version": 1,
             "throttle": {"limit": 3, "period": "PT1H", "key": "{{ account }}"},
+            "batch": {"window": "PT10M", "key": "{{ clinic }}-{{ account }}"},
             "steps": [
                 {
                     "key": "remind",
@@ -85,7 +86,9 @@ def test_each_name_is_reported_at_its_first_use_in_render_order() -> None:
         }
     )
     assert definition.required_data == (
-        ("account", "throttle.key"),
+        # The batch key is rendered first (to find the trigger's batch), then the throttle key.
+        ("clinic", "batch.key"),
+        ("account", "batch.key"),
         ("plan", "steps[0].when"),
         ("name", "steps[0].content.body.lines[0]"),
         ("at", "steps[0].content.body.lines[1]"),

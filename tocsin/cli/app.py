@@ -468,6 +468,8 @@ async def runs_start(
     else:
         show(lambda width: runs_view([run], width))
         typer.echo(f"idempotency key: {key}")
+        if run.joined:
+            typer.echo("joined the open batch of this run")
 
 
 @command(runs_app, "show")
@@ -488,7 +490,8 @@ async def runs_show(
 async def runs_list(
     tenant: Tenant,
     state: Annotated[
-        str | None, typer.Option("--state", help="active, waiting, completed or stopped.", show_default=False)
+        str | None,
+        typer.Option("--state", help="active, waiting, collecting, completed or stopped.", show_default=False),
     ] = None,
     recipient: Annotated[str | None, typer.Option("--recipient", help="Only this recipient's runs.")] = None,
     workflow: Annotated[str | None, typer.Option("--workflow", help="Only runs of this journey key.")] = None,

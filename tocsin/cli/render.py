@@ -25,9 +25,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from tocsin.core.models import Attempt, DefinitionRecord, Delivery, Run, RunDetail, Transition
+from tocsin.core.models import Attempt, DefinitionRecord, Delivery, Run, RunDetail, RunItem, Transition
 
-STATE_STYLES = {"active": "cyan", "waiting": "yellow", "completed": "green", "stopped": "red"}
+STATE_STYLES = {"active": "cyan", "waiting": "yellow", "collecting": "blue", "completed": "green", "stopped": "red"}
 STATUS_STYLES = {
     "pending": "yellow",
     "dispatched": "yellow",
@@ -45,16 +45,21 @@ FACTS = (
     ("event_name", "signal"),
     ("reason", "reason"),
     ("max_step_activations", "limit"),
+    ("position", "item"),
+    ("items", "items"),
 )
 
 
 def run_timeline(detail: RunDetail, width: int) -> RenderableType:
-    """A run explained from its rows: the run, its transitions in `seq` order, its deliveries and attempts."""
+    """A run explained from its rows: the run, a batch's items, its transitions in `seq` order, its deliveries and
+    attempts. An item's data is not shown (it is personal, and in `--json`)."""
     transitions = sorted(detail.transitions, key=lambda tr: tr.seq)
     deliveries = sorted(detail.deliveries, key=lambda d: d.activation)
     attempts = _attempts_by_delivery(detail.attempts)
+    items = sorted(detail.items, key=lambda item: item.position)
     return Group(
         _run_panel(detail.run),
+        *([_fitting(width, _items_table(items), lambda: _items_compact(items))] if items else []),
         _fitting(width, _transitions_table(transitions), lambda: _transitions_compact(transitions)),
         _fitting(width, _deliveries_table(deliveries, attempts), lambda: _deliveries_compact(deliveries, attempts)),
     )
@@ -141,6 +146,25 @@ def _run_panel(run: Run) -> Panel:
     for label, value in rows:
         grid.add_row(label, value)
     return Panel(grid, title=Text(f"run {run.id}"), title_align="left", expand=False)
+
+
+def _items_table(items: list[RunItem]) -> Table:
+    table = Table(title=f"items ({len(items)})", title_justify="left")
+    table.add_column("#")
+    table.add_column("idempotency key", no_wrap=True)  # whole: what the caller's trigger was
+    table.add_column("joined at (UTC)")
+    for item in items:
+        table.add_row(_text(item.position), _text(item.idempotency_key), _text(_moment(item.created_at)))
+    return table
+
+
+def _items_compact(items: list[RunItem]) -> RenderableType:
+    """Per item: `#position  joined at`, then its idempotency key on a line of its own."""
+    lines: list[RenderableType] = [Text(f"items ({len(items)}, UTC)", style="italic")]
+    for item in items:
+        lines.append(Text(f"#{item.position}  joined {_moment(item.created_at)}"))
+        lines.append(_indented(Text(f"key {item.idempotency_key}")))
+    return Group(*lines)
 
 
 def _transitions_table(transitions: list[Transition]) -> Table:

@@ -194,6 +194,9 @@ def _condition_guards(source: str | None) -> Known:
 def _uses(definition: WorkflowDefinition) -> Iterator[tuple[str, str]]:
     """(name, location) for every use of a data name, in the order a run renders them."""
     nothing: Known = frozenset()
+    # A batched trigger renders its batch key first (to find its batch), then its throttle key (SPEC 11.5).
+    if definition.batch is not None and definition.batch.key is not None:
+        yield from ((name, "batch.key") for name in _template_names(definition.batch.key, nothing))
     if definition.throttle is not None and definition.throttle.key is not None:
         yield from ((name, "throttle.key") for name in _template_names(definition.throttle.key, nothing))
     for i, step in enumerate(definition.steps):

@@ -36,6 +36,8 @@ DEFAULT_FEEDBACK_TIMEOUT_SECONDS = 3 * 86400  # P3D
 DEFAULT_TIMEZONE = "UTC"
 # Past this the backoff passes any interval's cap within a few attempts: a larger factor is a typo.
 MAX_BACKOFF_COEFFICIENT = 100
+DEFAULT_MAX_BATCH_ITEMS = 100
+MAX_BATCH_ITEMS = 1000  # every item of a batch is rendered into its content, in one transaction
 
 _MODEL_CONFIG = ConfigDict(frozen=True, extra="forbid")
 
@@ -163,8 +165,19 @@ class Throttle(_Model):
     key: str | None = None  # a template
 
 
+class Batch(_Model):
+    """Triggers of one scope (tenant, workflow, recipient, rendered key) within `window_seconds` of the first
+    are one run, closed early at `max_items` (SPEC 11.5)."""
+
+    added_fields = frozenset({"key"})
+
+    window_seconds: int
+    key: str | None = None  # a template
+    max_items: int = DEFAULT_MAX_BATCH_ITEMS
+
+
 class WorkflowDefinition(_Model):
-    added_fields = frozenset({"throttle", "data_schema", "default_timezone"})
+    added_fields = frozenset({"throttle", "data_schema", "default_timezone", "batch"})
 
     key: str
     version: int
@@ -173,6 +186,7 @@ class WorkflowDefinition(_Model):
     throttle: Throttle | None = None
     data_schema: dict[str, Any] | None = None  # a JSON Schema (draft 2020-12) the trigger data must meet
     default_timezone: str = DEFAULT_TIMEZONE  # for send windows, when neither the step nor the recipient names one
+    batch: Batch | None = None
 
     @functools.cached_property
     def required_data(self) -> tuple[tuple[str, str], ...]:
@@ -307,7 +321,7 @@ def _too_long(value: object) -> ValueError:
 
 
 _DEFINITION_FIELDS = frozenset(
-    {"key", "version", "steps", "max_step_activations", "throttle", "data_schema", "default_timezone"}
+    {"key", "version", "steps", "max_step_activations", "throttle", "data_schema", "default_timezone", "batch"}
 )
 _STEP_FIELDS = frozenset(
     {
@@ -342,6 +356,7 @@ _RULE_FIELDS = {
     "stop": frozenset({"kind", "outcome", "when"}),
 }
 _THROTTLE_FIELDS = frozenset({"limit", "period", "period_seconds", "key"})
+_BATCH_FIELDS = frozenset({"window", "window_seconds", "key", "max_items"})
 _RETRY_FIELDS = frozenset(
     {
         "max_attempts",
@@ -433,6 +448,8 @@ class _Checker:
         normalized = {"key": key, "version": version, "steps": steps, "max_step_activations": limit}
         if "throttle" in raw:
             normalized["throttle"] = self.throttle(raw["throttle"], "throttle")
+        if "batch" in raw:
+            normalized["batch"] = self.batch(raw["batch"], "batch")
         if "data_schema" in raw:
             self.problems.extend(data_schema_problems(raw["data_schema"], "data_schema"))
             normalized["data_schema"] = copy.deepcopy(raw["data_schema"])
@@ -456,6 +473,27 @@ class _Checker:
         normalized = {
             "limit": limit,
             "period_seconds": self.interval(raw, location, "period", None, "invalid_throttle"),
+        }
+        if "key" in raw:
+            self.problems.extend(text_template_problems(raw["key"], f"{location}.key"))
+            normalized["key"] = raw["key"]
+        return normalized
+
+    def batch(self, raw: object, location: str) -> object:
+        if not isinstance(raw, Mapping):
+            self.add(location, "invalid_batch", "batch must be a mapping with window (and optionally key, max_items)")
+            return raw
+        self.unexpected(raw, _BATCH_FIELDS, location)
+        max_items = raw.get("max_items", DEFAULT_MAX_BATCH_ITEMS)
+        if not _is_positive_int(max_items, MAX_BATCH_ITEMS):
+            self.add(
+                f"{location}.max_items",
+                "invalid_batch",
+                f"max_items must be an int from 1 to {MAX_BATCH_ITEMS}, got {max_items!r}",
+            )
+        normalized = {
+            "window_seconds": self.interval(raw, location, "window", None, "invalid_batch"),
+            "max_items": max_items,
         }
         if "key" in raw:
             self.problems.extend(text_template_problems(raw["key"], f"{location}.key"))

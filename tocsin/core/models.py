@@ -53,6 +53,7 @@ class Run(Row):
     created_at: datetime
     updated_at: datetime
     throttle_key: str | None = None  # SPEC 11.4: the rendered throttle key
+    batch_key: str | None = None  # SPEC 11.5: the rendered batch key
 
     @property
     def workflow_id(self) -> str:
@@ -61,6 +62,25 @@ class Run(Row):
     @property
     def finished(self) -> bool:
         return is_finished(self.state)
+
+
+class StartedRun(Run):
+    """A run as `start_run` returns it. `joined`: this trigger joined a batch that an earlier trigger opened
+    (SPEC 11.5); false for a run it started or a batch it opened. The same key again says the same."""
+
+    joined: bool = False
+
+
+class RunItem(Row):
+    """One trigger of a batched run (SPEC 11.5), the first one included: its key, its data, its place."""
+
+    id: uuid.UUID
+    run_id: uuid.UUID
+    tenant_id: str
+    idempotency_key: str
+    data: dict[str, Any]
+    position: int
+    created_at: datetime
 
 
 class Transition(Row):
@@ -125,12 +145,14 @@ class Signal(Row):
 
 
 class RunDetail(BaseModel):
-    """A run with everything needed to explain it: its trail, its deliveries and their attempts."""
+    """A run with everything needed to explain it: its trail, its deliveries and their attempts, and for a
+    batched run its items in position order."""
 
     run: Run
     transitions: list[Transition]
     deliveries: list[Delivery]
     attempts: list[Attempt]
+    items: list[RunItem] = []
 
 
 class Progress(BaseModel):

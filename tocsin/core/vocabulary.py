@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-RunState = Literal["active", "waiting", "completed", "stopped"]
+# `collecting` (SPEC 11.5): a batch open to more triggers, before its first step.
+RunState = Literal["active", "waiting", "completed", "stopped", "collecting"]
 RUN_STATES: tuple[RunState, ...] = get_args(RunState)
 # A run in one of these states may still change; the others are final.
-UNFINISHED_RUN_STATES: tuple[RunState, ...] = ("active", "waiting")
+UNFINISHED_RUN_STATES: tuple[RunState, ...] = ("active", "waiting", "collecting")
+# A run in one of these states has a due_at (a CHECK constraint): the moment its timer fires.
+DUE_RUN_STATES: tuple[RunState, ...] = ("waiting", "collecting")
 FINISHED_RUN_STATES: tuple[RunState, ...] = ("completed", "stopped")
 
 DeliveryStatus = Literal["pending", "dispatched", "succeeded", "failed", "suppressed", "cancelled"]
@@ -49,6 +52,8 @@ TransitionReason = Literal[
     "workflow_throttled",
     "wait_failed",
     "rule_failed",
+    "batch_item_added",
+    "batch_closed",
 ]
 TRANSITION_REASONS: tuple[TransitionReason, ...] = get_args(TransitionReason)
 
@@ -65,6 +70,8 @@ StatusReason = Literal[
     "throttled",
     "wait_failed",
     "rule_failed",
+    "collecting_batch",
+    "batch_closed",
 ]
 STATUS_REASONS: tuple[StatusReason, ...] = get_args(StatusReason)
 

@@ -14,6 +14,7 @@ from sqlalchemy import (
     BindParameter,
     DateTime,
     Integer,
+    Select,
     Text,
     any_,
     bindparam,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     select,
     text,
     tuple_,
+    union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID, insert
@@ -40,6 +42,7 @@ A = t.delivery_attempts
 T = t.workflow_transitions
 S = t.signals
 W = t.workflow_definitions
+I = t.run_items  # noqa: E741 (the items of batched runs, named like the other tables here)
 
 
 def _p(name: str) -> BindParameter[Any]:
@@ -81,35 +84,82 @@ RUN = select(R).where(R.c.id == _p("run_id"))
 RUN_OF_TENANT = RUN.where(R.c.tenant_id == _p("tenant_id"))
 RUN_FOR_UPDATE = RUN.with_for_update()
 RUN_OF_TENANT_FOR_UPDATE = RUN_OF_TENANT.with_for_update()
-RUN_BY_KEY = select(R).where(R.c.tenant_id == _p("tenant_id"), R.c.idempotency_key == _p("idempotency_key"))
 
+# What every new run is made of; the state it starts in is the statement's own.
+_NEW_RUN = {
+    "id": _p("id"),
+    "tenant_id": _p("tenant_id"),
+    "definition_id": _p("definition_id"),
+    "workflow_key": _p("workflow_key"),
+    "workflow_version": _p("workflow_version"),
+    "recipient": _p("recipient"),
+    "data": _p("data"),
+    "idempotency_key": _p("idempotency_key"),
+    "throttle_key": _p("throttle_key"),
+    "batch_key": _p("batch_key"),
+    "current_step": _p("current_step"),
+    "step_activation": 1,
+    "step_activated_at": _p("now"),
+    "started_at": _p("now"),
+    "last_transition_at": _p("now"),
+    "created_at": _p("now"),
+    "updated_at": _p("now"),
+}
 INSERT_RUN = (
     insert(R)
     .values(
-        id=_p("id"),
-        tenant_id=_p("tenant_id"),
-        definition_id=_p("definition_id"),
-        workflow_key=_p("workflow_key"),
-        workflow_version=_p("workflow_version"),
-        recipient=_p("recipient"),
-        data=_p("data"),
-        idempotency_key=_p("idempotency_key"),
-        throttle_key=_p("throttle_key"),
+        **_NEW_RUN,
         state="active",
-        current_step=_p("current_step"),
-        step_activation=1,
-        step_activated_at=_p("now"),
         status_reason="workflow_started",
         status_context={"source": "start_run"},
-        started_at=_p("now"),
-        last_transition_at=_p("now"),
-        created_at=_p("now"),
-        updated_at=_p("now"),
     )
     # A concurrent twin with the same key may win the race: then no row comes back and the caller reads it.
     .on_conflict_do_nothing(index_elements=[R.c.tenant_id, R.c.idempotency_key])
     .returning(*R.c)
 )
+# SPEC 11.5: a new batch. No conflict target: a batch another trigger opened in the scope meanwhile (the partial
+# unique index workflow_runs_open_batch) and a twin with the same key both return no row, and the caller looks.
+OPEN_BATCH = (
+    insert(R)
+    .values(
+        **_NEW_RUN,
+        state="collecting",
+        status_reason="collecting_batch",
+        status_context=_p("status_context"),
+        due_at=_p("due_at"),
+    )
+    .on_conflict_do_nothing()
+    .returning(*R.c)
+)
+# The run a trigger's key already names: the run's own key, or an item's of a batched run. One round trip, two
+# index probes; `item_position` says where the trigger sits (1: it started the run, or opened the batch).
+RUN_BY_TRIGGER_KEY = union_all(
+    select(R, literal(1).label("item_position")).where(
+        R.c.tenant_id == _p("tenant_id"), R.c.idempotency_key == _p("idempotency_key")
+    ),
+    select(R, I.c.position.label("item_position"))
+    .join(I, I.c.run_id == R.c.id)
+    .where(I.c.tenant_id == _p("tenant_id"), I.c.idempotency_key == _p("idempotency_key")),
+).limit(1)
+# SPEC 11.5: the triggers of one key take turns (a transaction-scoped advisory lock on a hash of the key), so a
+# retried trigger finds what its first attempt wrote, whichever batch that went to.
+LOCK_TRIGGER_KEY = text("SELECT pg_advisory_xact_lock(hashtextextended(:trigger, 0))")
+# The scope's open batch, locked (an UPDATE locks its row) and touched: a join is a transition. A trigger queued
+# behind the transaction that closed it re-reads the row, finds it no longer collecting, and gets none. A NULL key
+# is its own statement, so that both use the partial unique index. The parameters are named scope_*: an UPDATE
+# reserves its columns' names for the values it sets.
+_JOIN_OPEN_BATCH = (
+    update(R)
+    .where(
+        R.c.tenant_id == _p("scope_tenant_id"),
+        R.c.workflow_key == _p("scope_workflow_key"),
+        R.c.recipient == _p("scope_recipient"),
+        R.c.state == "collecting",
+    )
+    .values(updated_at=_p("now"), last_transition_at=_p("now"))
+)
+JOIN_OPEN_BATCH_KEYED = _JOIN_OPEN_BATCH.where(R.c.batch_key == _p("scope_batch_key")).returning(*R.c)
+JOIN_OPEN_BATCH_UNKEYED = _JOIN_OPEN_BATCH.where(R.c.batch_key.is_(None)).returning(*R.c)
 
 # SPEC 11.4: triggers of one throttle scope queue on one transaction-scoped advisory lock (on a hash of the
 # scope), so the count below and the INSERT that follows it are one decision.
@@ -157,23 +207,40 @@ FINISH_RUN = _MOVE_RUN.values(
     **_FINISHED,
 ).returning(*R.c)
 
+# SPEC 11.5: a batch closes; its first step is activated now (activation 1 stays: the step never ran).
+_CLOSED: dict[str, Any] = {
+    "state": "active",
+    "step_activated_at": _p("now"),
+    "due_at": None,
+    "status_reason": "batch_closed",
+}
+CLOSE_BATCH = _MOVE_RUN.values(status_context=_p("status_context"), **_CLOSED).returning(*R.c)
+
 MARK_WORKFLOW_STARTED = (
     update(R).where(R.c.id == _p("run_id"), R.c.workflow_started.is_(False)).values(workflow_started=True)
 )
 
-# The due sweep locks a batch of due runs, oldest due first, keyset-paged past (after_due_at, after_id): each run
-# is visited at most once per sweep, and a run another transaction holds is left to it (SKIP LOCKED).
-DUE_RUNS_FOR_UPDATE = (
-    select(R)
-    .where(
-        R.c.state == "waiting",
-        R.c.due_at <= _p("due_by"),
-        tuple_(R.c.due_at, R.c.id) > tuple_(_p("after_due_at"), _p("after_id")),
+
+def _due_for_update(state: str) -> Select[Any]:
+    """Up to `batch` runs in `state` whose due_at has come, oldest due first, keyset-paged past (after_due_at,
+    after_id), locked: each run is visited at most once per sweep, and one another transaction holds is left to it
+    (SKIP LOCKED). One statement per state, so that each uses its own partial index."""
+    return (
+        select(R)
+        .where(
+            R.c.state == state,
+            R.c.due_at <= _p("due_by"),
+            tuple_(R.c.due_at, R.c.id) > tuple_(_p("after_due_at"), _p("after_id")),
+        )
+        .order_by(R.c.due_at, R.c.id)
+        .limit(bindparam("batch", type_=Integer))
+        .with_for_update(skip_locked=True)
     )
-    .order_by(R.c.due_at, R.c.id)
-    .limit(bindparam("batch", type_=Integer))
-    .with_for_update(skip_locked=True)
-)
+
+
+# The due sweep's batches: waits whose gate is due (SPEC 4.9), batches whose window has passed (SPEC 11.5).
+DUE_RUNS_FOR_UPDATE = _due_for_update("waiting")
+DUE_BATCHES_FOR_UPDATE = _due_for_update("collecting")
 
 # A signal locks every unfinished run of the recipient (or the one run it targets), in id order.
 RECIPIENT_RUNS_FOR_UPDATE = (
@@ -206,6 +273,26 @@ LIST_RUNS = (
     .order_by(R.c.created_at.desc(), R.c.id.desc())
     .limit(bindparam("limit", type_=Integer))
 )
+
+# --- the items of batched runs (SPEC 11.5) ------------------------------------------------------------------
+
+# Numbered in the INSERT itself, as transitions are; the caller holds the run's lock, so max + 1 is safe.
+INSERT_ITEM = (
+    insert(I)
+    .values(
+        id=_p("id"),
+        run_id=_p("run_id"),
+        tenant_id=_p("tenant_id"),
+        idempotency_key=_p("idempotency_key"),
+        data=_p("data"),
+        position=select(func.coalesce(func.max(I.c.position), 0) + 1)
+        .where(I.c.run_id == _p("run_id"))
+        .scalar_subquery(),
+        created_at=_p("now"),
+    )
+    .returning(*I.c)
+)
+RUN_ITEMS = select(I).where(I.c.run_id == _p("run_id")).order_by(I.c.position)
 
 # --- transitions ------------------------------------------------------------------------------------------------
 
@@ -466,6 +553,21 @@ FINISH_RUNS = (
     .values(**_FINISHES_SET)
     .returning(R.c.id, *(R.c[name] for name in _FINISHES_SET))
 )
+_closes = _rows(("run_id", _UUID), ("status_context", Text))
+_CLOSES_SET: dict[str, Any] = {
+    "status_context": cast(_closes.c.status_context, JSONB),
+    "updated_at": _NOW,
+    "last_transition_at": _NOW,
+    **_CLOSED,
+}
+CLOSE_BATCHES = (
+    update(R)
+    .where(R.c.id == _closes.c.run_id, R.c.id == any_(_each("run_id", _UUID)))
+    .values(**_CLOSES_SET)
+    .returning(R.c.id, *(R.c[name] for name in _CLOSES_SET))
+)
+# RUN_ITEMS of many runs: the items of the batched runs among a sweep's batch, each run's in position order.
+ITEMS_OF_RUNS = select(I).where(I.c.run_id == any_(_each("run_id", _UUID))).order_by(I.c.run_id, I.c.position)
 
 # `ordinal` numbers a run's transitions within the batch (1, 2, ...): seq = the run's highest before + ordinal,
 # all computed against the rows before this statement (the runs are locked).

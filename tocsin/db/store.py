@@ -15,7 +15,7 @@ from sqlalchemy import Executable
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tocsin.core.errors import DeliveryNotFound, RunNotFound
-from tocsin.core.models import Delivery, Row, Run
+from tocsin.core.models import Delivery, Row, Run, StartedRun
 from tocsin.db import queries as q
 
 M = TypeVar("M", bound=Row)
@@ -82,6 +82,14 @@ async def get_run(conn: AsyncConnection, run_id: uuid.UUID, *, tenant_id: str | 
     if run is None:
         raise RunNotFound(f"run {run_id} not found" + (f" for tenant {tenant_id!r}" if tenant_id else ""))
     return run
+
+
+async def run_by_trigger_key(conn: AsyncConnection, tenant_id: str, idempotency_key: str) -> StartedRun | None:
+    """The run a trigger's key names (SPEC 4.0, 11.5): by the run's own key, or an item's of a batched run;
+    `joined` when that item is not its batch's first."""
+    params = {"tenant_id": tenant_id, "idempotency_key": idempotency_key}
+    row = (await conn.execute(q.RUN_BY_TRIGGER_KEY, params)).mappings().first()
+    return StartedRun.of({**row, "joined": row["item_position"] > 1}) if row is not None else None
 
 
 async def lock_run(conn: AsyncConnection, run_id: uuid.UUID, *, tenant_id: str | None = None) -> Run:

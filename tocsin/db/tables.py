@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from tocsin.core.vocabulary import (
     ATTEMPT_OUTCOMES,
     DELIVERY_STATUSES,
+    DUE_RUN_STATES,
     ERROR_CLASSES,
     RUN_STATES,
     STATUS_REASONS,
@@ -36,8 +37,11 @@ metadata = MetaData(schema=SCHEMA)
 
 def one_of(column: str, values: tuple[str, ...], name: str) -> CheckConstraint:
     """A CHECK that keeps an enum-like text column inside its vocabulary."""
-    quoted = ", ".join(f"'{v}'" for v in values)
-    return CheckConstraint(f"{column} IN ({quoted})", name=name)
+    return CheckConstraint(f"{column} IN ({_quoted(values)})", name=name)
+
+
+def _quoted(values: tuple[str, ...]) -> str:
+    return ", ".join(f"'{v}'" for v in values)
 
 
 def tz(name: str, *, nullable: bool = False) -> Column[object]:
@@ -79,6 +83,8 @@ workflow_runs = Table(
     Column("terminal_reason", Text, nullable=True),
     # The rendered throttle key (SPEC 11.4); NULL for a definition whose throttle has no key, or no throttle.
     Column("throttle_key", Text, nullable=True),
+    # The rendered batch key (SPEC 11.5); NULL for a batch without a key template, or no batching.
+    Column("batch_key", Text, nullable=True),
     Column("workflow_started", Boolean, nullable=False, server_default=text("false")),
     tz("started_at"),
     tz("last_transition_at"),
@@ -88,8 +94,22 @@ workflow_runs = Table(
     one_of("state", RUN_STATES, "workflow_runs_state_check"),
     one_of("status_reason", STATUS_REASONS, "workflow_runs_status_reason_check"),
     CheckConstraint("step_activation > 0", name="workflow_runs_step_activation_positive"),
-    CheckConstraint("(state = 'waiting') = (due_at IS NOT NULL)", name="workflow_runs_due_at_only_waiting"),
+    CheckConstraint(
+        f"(state IN ({_quoted(DUE_RUN_STATES)})) = (due_at IS NOT NULL)", name="workflow_runs_due_at_only_waiting"
+    ),
     Index("workflow_runs_waiting_due", "state", "due_at", postgresql_where=text("state = 'waiting'")),
+    Index("workflow_runs_collecting_due", "due_at", "id", postgresql_where=text("state = 'collecting'")),
+    # SPEC 11.5: at most one open batch per scope, a database fact (a NULL key is one scope of its own).
+    Index(
+        "workflow_runs_open_batch",
+        "tenant_id",
+        "workflow_key",
+        "recipient",
+        "batch_key",
+        unique=True,
+        postgresql_nulls_not_distinct=True,
+        postgresql_where=text("state = 'collecting'"),
+    ),
     Index("workflow_runs_tenant_recipient_state", "tenant_id", "recipient", "state"),
     Index("workflow_runs_throttle_scope", "tenant_id", "workflow_key", "recipient", "throttle_key", "created_at"),
     Index(
@@ -97,6 +117,22 @@ workflow_runs = Table(
         "created_at",
         postgresql_where=text("NOT workflow_started"),
     ),
+)
+
+# SPEC 11.5: every trigger of a batched run, the first one included.
+run_items = Table(
+    "run_items",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("run_id", UUID(as_uuid=True), ForeignKey("workflow_runs.id"), nullable=False),
+    Column("tenant_id", Text, nullable=False),
+    Column("idempotency_key", Text, nullable=False),
+    Column("data", JSONB, nullable=False),
+    Column("position", Integer, nullable=False),
+    tz("created_at"),
+    UniqueConstraint("run_id", "position", name="run_items_run_position_key"),
+    UniqueConstraint("tenant_id", "idempotency_key", name="run_items_tenant_idempotency_key"),
+    CheckConstraint("position > 0", name="run_items_position_positive"),
 )
 
 deliveries = Table(
@@ -233,6 +269,7 @@ __all__ = [
     "metadata",
     "preferences",
     "recipients",
+    "run_items",
     "signals",
     "workflow_definitions",
     "workflow_runs",

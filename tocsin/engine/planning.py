@@ -1,127 +1,37 @@
-"""Planning the delivery of a step activation: its condition, its content, its send window; inserted once
-(SPEC 4.4, 3, 11.1, 11.3).
-
-`plan_delivery` decides, from the run alone, what the row will be (pure: no I/O); `write_delivery` writes one
-plan with the statements of a single decision, and the due sweep (`tocsin.engine.sweep`) writes many at once.
+"""Writing one decision's plan (`tocsin.engine.plans`) with the statements of a single decision, inside the
+caller's transaction: the run, the planned delivery of a step activation (inserted once, SPEC 4.4), then the
+transitions. The due sweep (`tocsin.engine.sweep`) writes the plans of many runs with set statements instead.
 """
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tocsin.core.conditions import ConditionError, evaluate_condition
-from tocsin.core.context import render_context
 from tocsin.core.definitions import Step, WorkflowDefinition
-from tocsin.core.models import Delivery, Run
-from tocsin.core.templates import RenderError, render_content
+from tocsin.core.models import Delivery, Progress, Run
 from tocsin.db import queries as q
 from tocsin.db import store
-from tocsin.engine.deliveries import EFFECTS, move
+from tocsin.engine.deliveries import move
+from tocsin.engine.plans import Activation, Close, DeliveryPlan, Finish, Plan, plan_delivery
 from tocsin.engine.preferences import recipient_timezone
-from tocsin.engine.schedule import fallback_zone, own_zone, window_opening
-
-
-def run_context(run: Run) -> dict[str, Any]:
-    """What the run's templates and conditions see (SPEC 11.6)."""
-    return render_context(run.data, recipient=run.recipient, tenant_id=run.tenant_id, workflow_key=run.workflow_key)
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """The attempt row of a delivery that could not be rendered: a rejection before any send (no send number)."""
-
-    outcome: str
-    error_class: str | None
-    error: str
-
-    @classmethod
-    def of(cls, error: str) -> Rejection:
-        outcome, error_class, _, _ = EFFECTS["rejected"]
-        return cls(outcome, error_class, error)
-
-
-@dataclass(frozen=True)
-class DeliveryPlan:
-    """The delivery of one step activation as the run's rows decide it: planned `pending`, or planned and at
-    once suppressed (`condition_not_met`; `render_failed` with its rejection). Its send window's zone may need
-    the recipient's stored zone (`needs_recipient_zone`), a read the writer makes: `values` then takes it."""
-
-    id: uuid.UUID
-    run_id: uuid.UUID
-    tenant_id: str
-    recipient: str
-    step: Step
-    activation: int
-    content: dict[str, Any]
-    suppression_reason: str | None
-    rejection: Rejection | None
-    zone: tuple[str, ZoneInfo] | None  # the zone the step's window names itself, if it is a known one
-    default_timezone: str
-
-    @property
-    def needs_recipient_zone(self) -> bool:
-        # Only a delivery that will be sent has a window to read, and only a step naming no known zone asks.
-        return self.step.send_window is not None and self.suppression_reason is None and self.zone is None
-
-    def values(self, recipient_zone: str | None, *, now: datetime) -> dict[str, Any]:
-        """The INSERT's values (q.INSERT_DELIVERY's parameters), given the recipient's zone if it was needed."""
-        zone = fallback_zone(recipient_zone, self.default_timezone) if self.needs_recipient_zone else self.zone
-        return {
-            "id": self.id,
-            "run_id": self.run_id,
-            "tenant_id": self.tenant_id,
-            "step_key": self.step.key,
-            "activation": self.activation,
-            "channel": self.step.channel,
-            "recipient": self.recipient,
-            "content": self.content,
-            "scheduled_for": window_opening(self.step, zone[1], now) if zone else None,
-            "send_timezone": zone[0] if zone else None,
-            "now": now,
-        }
-
-
-def plan_delivery(run: Run, definition: WorkflowDefinition, step: Step, *, activation: int) -> DeliveryPlan:
-    """The delivery of the run's step activation `activation`. A false `when` plans it suppressed
-    (`condition_not_met`); a condition or content that cannot be evaluated plans it suppressed (`render_failed`,
-    the error in an attempt row)."""
-    context = run_context(run)
-    content: dict[str, Any] = {}
-    suppression_reason: str | None = None
-    rejection: Rejection | None = None
-    try:
-        if step.when is not None and not evaluate_condition(step.when, context):
-            suppression_reason = "condition_not_met"
-        else:
-            content = render_content(step.content, context)
-    except (ConditionError, RenderError) as exc:
-        suppression_reason, rejection = "render_failed", Rejection.of(str(exc))
-    return DeliveryPlan(
-        id=uuid.uuid4(),
-        run_id=run.id,
-        tenant_id=run.tenant_id,
-        recipient=run.recipient,
-        step=step,
-        activation=activation,
-        content=content,
-        suppression_reason=suppression_reason,
-        rejection=rejection,
-        zone=own_zone(step, context) if suppression_reason is None else None,
-        default_timezone=definition.default_timezone,
-    )
 
 
 async def plan_next_step_delivery(
-    conn: AsyncConnection, run: Run, definition: WorkflowDefinition, step: Step, *, now: datetime
+    conn: AsyncConnection,
+    run: Run,
+    definition: WorkflowDefinition,
+    step: Step,
+    context: dict[str, Any],
+    *,
+    now: datetime,
 ) -> Delivery:
-    """The delivery of the run's current activation, planned at most once (see `write_delivery`)."""
-    return await write_delivery(conn, plan_delivery(run, definition, step, activation=run.step_activation), now=now)
+    """The delivery of the run's current activation, rendered against `context` (`run_context`), planned at most
+    once (see `write_delivery`)."""
+    plan = plan_delivery(run, definition, step, context, activation=run.step_activation)
+    return await write_delivery(conn, plan, now=now)
 
 
 async def write_delivery(conn: AsyncConnection, plan: DeliveryPlan, *, now: datetime) -> Delivery:
@@ -152,3 +62,52 @@ async def write_delivery(conn: AsyncConnection, plan: DeliveryPlan, *, now: date
             error=plan.rejection.error,
         )
     return suppressed
+
+
+async def write_plan(conn: AsyncConnection, plan: Plan, *, now: datetime) -> Progress:
+    """Write one decision's plan on its locked run: the run, its delivery, then its transitions in order (a
+    transition may name the delivery)."""
+    run = plan.run
+    match plan.update:
+        case None:
+            return plan.progress(None, None)
+        case Activation(current_step, status_context):
+            written = await store.fetch_one(
+                conn,
+                Run,
+                q.ACTIVATE_STEP,
+                run_id=run.id,
+                now=now,
+                current_step=current_step,
+                status_context=status_context,
+            )
+        case Finish(state, status_reason, status_context, terminal_reason):
+            written = await store.fetch_one(
+                conn,
+                Run,
+                q.FINISH_RUN,
+                run_id=run.id,
+                now=now,
+                state=state,
+                status_reason=status_reason,
+                status_context=status_context,
+                terminal_reason=terminal_reason,
+            )
+        case Close(status_context):
+            written = await store.fetch_one(
+                conn, Run, q.CLOSE_BATCH, run_id=run.id, now=now, status_context=status_context
+            )
+    delivery = await write_delivery(conn, plan.delivery, now=now) if plan.delivery is not None else None
+    for transition in plan.transitions:
+        await store.append_transition(
+            conn,
+            run,
+            now=now,
+            reason=transition.reason,
+            from_state=transition.from_state,
+            to_state=transition.to_state,
+            step_key=transition.step_key,
+            delivery_id=delivery.id if transition.of_planned_delivery and delivery else transition.delivery_id,
+            context=transition.context,
+        )
+    return plan.progress(written, delivery)

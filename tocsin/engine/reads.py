@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from tocsin.core.cursors import decode_cursor, encode_cursor
 from tocsin.core.errors import InvalidRequest
-from tocsin.core.models import Attempt, Delivery, Run, RunDetail, RunPage, Transition
+from tocsin.core.models import Attempt, Delivery, Run, RunDetail, RunItem, RunPage, Transition
 from tocsin.core.vocabulary import RUN_STATES
 from tocsin.db import Database, store
 from tocsin.db import queries as q
@@ -18,13 +18,15 @@ _AFTER_ALL_RUNS = (datetime.max.replace(tzinfo=UTC), uuid.UUID(int=(1 << 128) - 
 
 
 async def get_run(db: Database, run_id: uuid.UUID, *, tenant_id: str) -> RunDetail:
-    """The run with its whole audit trail, its deliveries and their attempts, read in one transaction."""
+    """The run with its whole audit trail, its deliveries and their attempts, and a batched run's items, read in
+    one transaction."""
     async with db.transaction() as conn:
         run = await store.get_run(conn, run_id, tenant_id=tenant_id)
         transitions = await store.fetch_all(conn, Transition, q.RUN_TRANSITIONS, run_id=run.id)
         deliveries = await store.fetch_all(conn, Delivery, q.RUN_DELIVERIES, run_id=run.id)
         attempts = await store.fetch_all(conn, Attempt, q.RUN_ATTEMPTS, run_id=run.id)
-    return RunDetail(run=run, transitions=transitions, deliveries=deliveries, attempts=attempts)
+        items = await store.fetch_all(conn, RunItem, q.RUN_ITEMS, run_id=run.id)
+    return RunDetail(run=run, transitions=transitions, deliveries=deliveries, attempts=attempts, items=items)
 
 
 async def list_runs(

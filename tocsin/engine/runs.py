@@ -17,16 +17,19 @@ from tocsin.core.data import check_trigger_data
 from tocsin.core.definitions import OnOutcomeRule, StopRule, WaitUntilRule, WorkflowDefinition
 from tocsin.core.errors import DefinitionNotFound, InvalidRequest
 from tocsin.core.limits import INT4_MAX, check_data, check_identifier
-from tocsin.core.models import Delivery, Progress, Run
+from tocsin.core.models import Delivery, Progress, Run, StartedRun
 from tocsin.core.moments import until_moment
 from tocsin.core.outcome import Branchable, outcome_of
 from tocsin.core.rules import Advance, Complete, EnterWait, Halt, Hold, RuleFailed, decide
 from tocsin.core.templates import RenderError, render_text
+from tocsin.core.vocabulary import DUE_RUN_STATES
 from tocsin.db import Database, store
 from tocsin.db import queries as q
+from tocsin.engine import batches
+from tocsin.engine.batches import Trigger
 from tocsin.engine.deliveries import move
-from tocsin.engine.planning import plan_next_step_delivery, run_context, write_delivery
-from tocsin.engine.plans import Activation, Finish, Plan, plan_outcome_advance, plan_timed_advance
+from tocsin.engine.planning import plan_next_step_delivery, write_plan
+from tocsin.engine.plans import plan_due, plan_outcome_advance, run_context
 from tocsin.engine.signals import earliest_cancelling_signal, stop_by_signal
 from tocsin.engine.sweep import progress_due_runs
 
@@ -53,10 +56,11 @@ async def create_run(
     now: datetime,
     data: dict[str, Any] | None = None,
     version: int | None = None,
-) -> tuple[Run, bool]:
-    """Create a run with its first planned delivery (SPEC 4.0). Returns (run, created).
-
-    The same (tenant_id, idempotency_key) again returns the existing run and writes nothing.
+) -> tuple[StartedRun, bool]:
+    """Create a run with its first planned delivery (SPEC 4.0), or for a batched workflow add the trigger to its
+    scope's open batch or open one (SPEC 11.5). Returns (run, created): created is false when the trigger's key
+    was already known (its run comes back and nothing is written); the run's `joined` says whether the trigger
+    joined a batch that an earlier trigger opened.
     """
     check_run_request(
         tenant_id=tenant_id,
@@ -74,54 +78,28 @@ async def create_run(
         # SPEC 11.7: the trigger's data is checked before anything is written.
         check_trigger_data(definition, data or {})
         context = render_context(data or {}, recipient=recipient, tenant_id=tenant_id, workflow_key=definition.key)
-        throttle = definition.throttle
-        throttle_key = _render_key(throttle.key, context) if throttle else None
-        count = await _scope_count(conn, tenant_id, recipient, definition, throttle_key, now=now)
-        first = definition.first_step
-        run = await store.fetch_first(
-            conn,
-            Run,
-            q.INSERT_RUN,
-            id=uuid.uuid4(),
+        batch, throttle = definition.batch, definition.throttle
+        trigger = Trigger(
             tenant_id=tenant_id,
-            definition_id=definition_id,
-            workflow_key=definition.key,
-            workflow_version=definition.version,
             recipient=recipient,
-            data=data or {},
             idempotency_key=idempotency_key,
-            throttle_key=throttle_key,
-            current_step=first.key,
+            data=data or {},
+            definition_id=definition_id,
+            definition=definition,
+            batch_key=_render_key(batch.key if batch else None, context, "batch.key"),
+            throttle_key=_render_key(throttle.key if throttle else None, context, "throttle.key"),
             now=now,
         )
+        if batch is not None:
+            return await _batch_trigger(conn, trigger)
+        count = await _throttle_count(conn, trigger, lock=True)
+        run = await _insert_run(conn, trigger)
         if run is None:
-            # A twin with the same key committed first (ON CONFLICT waited for it): that run is the answer.
-            twin = await _run_by_key(conn, tenant_id, idempotency_key)
-            if twin is None:
-                raise RuntimeError(f"run with idempotency key {idempotency_key!r} conflicts but is gone")
-            return twin, False
-        await store.append_transition(
-            conn,
-            run,
-            now=now,
-            reason="workflow_started",
-            from_state=None,
-            to_state="active",
-            context={"source": "start_run"},
-        )
+            return await _twin(conn, trigger), False
         if throttle is not None and count >= throttle.limit:
-            throttled = await store.finish_run(
-                conn,
-                run,
-                now=now,
-                state="stopped",
-                status_reason="throttled",
-                transition_reason="workflow_throttled",
-                context={"limit": throttle.limit, "period_seconds": throttle.period_seconds, "count": count},
-                terminal_reason=f"throttle:{throttle.limit}/{throttle.period_seconds}s",
-            )
-            return throttled, True
-        planned = await plan_next_step_delivery(conn, run, definition, first, now=now)
+            return await _throttle(conn, run, trigger, count), True
+        first = definition.first_step
+        planned = await plan_next_step_delivery(conn, run, definition, first, run_context(run), now=now)
         await store.append_transition(
             conn,
             run,
@@ -133,47 +111,124 @@ async def create_run(
             delivery_id=planned.id,
             context={"step_key": first.key, "source": "start_run"},
         )
-        return run, True
+        return _started(run), True
 
 
-def _render_key(template: str | None, context: dict[str, Any]) -> str | None:
+async def _batch_trigger(conn: AsyncConnection, trigger: Trigger) -> tuple[StartedRun, bool]:
+    """A trigger of a batched workflow takes its turn (SPEC 11.5). Locks, in this order: the trigger's key, the
+    throttle scope (if any), the scope's open batch. A closing batch holds only its row, so no cycle can form."""
+    await batches.lock_trigger_key(conn, trigger.tenant_id, trigger.idempotency_key)
+    # A twin of this trigger may have committed while it queued on the key.
+    existing = await _run_by_key(conn, trigger.tenant_id, trigger.idempotency_key)
+    if existing is not None:
+        return existing, False
+    throttle = trigger.definition.throttle
+    if throttle is not None:
+        # Held to the end: of the scope's triggers that would open a batch, one counts and opens at a time.
+        await _lock_throttle_scope(conn, trigger)
+    while True:
+        joined = await batches.join_open_batch(conn, trigger)
+        if joined is not None:
+            return _started(await batches.admit(conn, joined, trigger), joined=True), True
+        # SPEC 11.4 with 11.5: throttling counts batches, and applies only when one would open.
+        count = await _throttle_count(conn, trigger, lock=False)
+        if throttle is not None and count >= throttle.limit:
+            run = await _insert_run(conn, trigger)
+            if run is None:
+                return await _twin(conn, trigger), False
+            await batches.add_item(conn, run, trigger)  # every trigger is an item, a throttled one too
+            return await _throttle(conn, run, trigger, count), True
+        opened = await batches.open_batch(conn, trigger)
+        if opened is not None:
+            return _started(await batches.admit(conn, opened, trigger)), True
+        # No row: a run with this key appeared (a start of another workflow with the same key), or another trigger
+        # opened the scope's batch since this one looked. The next turn of the loop joins that batch.
+        existing = await _run_by_key(conn, trigger.tenant_id, trigger.idempotency_key)
+        if existing is not None:
+            return existing, False
+
+
+def _started(run: Run, *, joined: bool = False) -> StartedRun:
+    return StartedRun(**run.model_dump(), joined=joined)
+
+
+async def _insert_run(conn: AsyncConnection, trigger: Trigger) -> Run | None:
+    """The trigger's new active run with its `workflow_started` transition; None when a twin with the same key
+    committed first."""
+    run = await store.fetch_first(conn, Run, q.INSERT_RUN, **trigger.run_values())
+    if run is not None:
+        await store.append_transition(
+            conn,
+            run,
+            now=trigger.now,
+            reason="workflow_started",
+            from_state=None,
+            to_state="active",
+            context={"source": "start_run"},
+        )
+    return run
+
+
+async def _twin(conn: AsyncConnection, trigger: Trigger) -> StartedRun:
+    """The run a twin with the same key committed first (ON CONFLICT waited for it): that run is the answer."""
+    twin = await _run_by_key(conn, trigger.tenant_id, trigger.idempotency_key)
+    if twin is None:
+        raise RuntimeError(f"run with idempotency key {trigger.idempotency_key!r} conflicts but is gone")
+    return twin
+
+
+async def _throttle(conn: AsyncConnection, run: Run, trigger: Trigger, count: int) -> StartedRun:
+    """Stop the new run at once: its scope let `limit` runs through in the period already (SPEC 11.4)."""
+    throttle = trigger.definition.throttle
+    if throttle is None:
+        raise ValueError(f"{trigger.definition.key!r} has no throttle")
+    throttled = await store.finish_run(
+        conn,
+        run,
+        now=trigger.now,
+        state="stopped",
+        status_reason="throttled",
+        transition_reason="workflow_throttled",
+        context={"limit": throttle.limit, "period_seconds": throttle.period_seconds, "count": count},
+        terminal_reason=f"throttle:{throttle.limit}/{throttle.period_seconds}s",
+    )
+    return _started(throttled)
+
+
+def _render_key(template: str | None, context: dict[str, Any], location: str) -> str | None:
     if template is None:
         return None
     try:
-        return render_text(template, context, "throttle.key")
+        return render_text(template, context, location)
     except RenderError as exc:  # the trigger's data cannot scope it: refused, like data the schema refuses
         raise InvalidRequest(str(exc)) from exc
 
 
-async def _scope_count(
-    conn: AsyncConnection,
-    tenant_id: str,
-    recipient: str,
-    definition: WorkflowDefinition,
-    throttle_key: str | None,
-    *,
-    now: datetime,
-) -> int:
+async def _lock_throttle_scope(conn: AsyncConnection, trigger: Trigger) -> None:
+    scope = [trigger.tenant_id, trigger.definition.key, trigger.recipient, trigger.throttle_key]
+    await store.execute(conn, q.LOCK_THROTTLE_SCOPE, scope=json.dumps(scope))
+
+
+async def _throttle_count(conn: AsyncConnection, trigger: Trigger, *, lock: bool) -> int:
     """How many runs the throttle scope let through in the period before `now` (SPEC 11.4); 0 unthrottled.
 
-    The scope's advisory lock is taken first and held to the end of the transaction, after the new run is
-    written: concurrent triggers of one scope count one after the other, so no more than `limit` pass.
+    With `lock`, the scope's advisory lock is taken first; it is held to the end of the transaction, after the
+    new run is written: concurrent triggers of one scope count one after the other, so no more than `limit` pass.
     """
-    throttle = definition.throttle
+    throttle = trigger.definition.throttle
     if throttle is None:
         return 0
-    await store.execute(
-        conn, q.LOCK_THROTTLE_SCOPE, scope=json.dumps([tenant_id, definition.key, recipient, throttle_key])
-    )
+    if lock:
+        await _lock_throttle_scope(conn, trigger)
     count: int = await store.scalar(
         conn,
-        q.THROTTLE_COUNT_UNKEYED if throttle_key is None else q.THROTTLE_COUNT_KEYED,
-        tenant_id=tenant_id,
-        workflow_key=definition.key,
-        recipient=recipient,
-        throttle_key=throttle_key,
-        since=now - timedelta(seconds=throttle.period_seconds),
-        now=now,
+        q.THROTTLE_COUNT_UNKEYED if trigger.throttle_key is None else q.THROTTLE_COUNT_KEYED,
+        tenant_id=trigger.tenant_id,
+        workflow_key=trigger.definition.key,
+        recipient=trigger.recipient,
+        throttle_key=trigger.throttle_key,
+        since=trigger.now - timedelta(seconds=throttle.period_seconds),
+        now=trigger.now,
     )
     return count
 
@@ -200,8 +255,8 @@ def check_run_request(
         check_data("data", data)
 
 
-async def _run_by_key(conn: AsyncConnection, tenant_id: str, idempotency_key: str) -> Run | None:
-    return await store.fetch_first(conn, Run, q.RUN_BY_KEY, tenant_id=tenant_id, idempotency_key=idempotency_key)
+async def _run_by_key(conn: AsyncConnection, tenant_id: str, idempotency_key: str) -> StartedRun | None:
+    return await store.run_by_trigger_key(conn, tenant_id, idempotency_key)
 
 
 async def _find_definition(
@@ -231,7 +286,8 @@ async def mark_workflow_started(db: Database, run_id: uuid.UUID) -> None:
 
 
 async def cancel_run(db: Database, run_id: uuid.UUID, *, tenant_id: str, reason: str, now: datetime) -> Run:
-    """Stop an active or waiting run on request (SPEC 4.8); a finished run is returned as it is."""
+    """Stop an active, waiting or collecting run on request (SPEC 4.8); a finished run is returned as it is. A
+    cancelled batch keeps its items and sends nothing; the scope's next trigger opens a new one."""
     check_identifier("tenant_id", tenant_id)
     check_identifier("a cancel reason", reason, max_length=MAX_REASON_LENGTH)
     async with db.transaction() as conn:
@@ -257,9 +313,10 @@ async def cancel_run(db: Database, run_id: uuid.UUID, *, tenant_id: str, reason:
 
 
 async def _progress_locked(db: Database, conn: AsyncConnection, run: Run, *, now: datetime) -> Progress:
-    if run.state == "waiting":
+    if run.state in DUE_RUN_STATES:
         definition = await db.definition(run.definition_id, conn)
-        return await write_plan(conn, plan_timed_advance(run, definition, now=now), now=now)
+        plan = plan_due(run, definition, await batches.items_of(conn, run, definition), now=now)
+        return await write_plan(conn, plan, now=now)
     if run.finished:
         return Progress(kind="noop", run=run, reason="run_not_active")
 
@@ -269,12 +326,12 @@ async def _progress_locked(db: Database, conn: AsyncConnection, run: Run, *, now
     if delivery is None:
         return Progress(kind="noop", run=run, reason="no_active_step_delivery")
     outcome = outcome_of(delivery, await store.latest_attempt(conn, delivery.id))
-    context = run_context(run)
+    context = run_context(run, await batches.items_of(conn, run, definition))
     match decide(step, outcome, context):
         case Hold(reason):
             return Progress(kind="noop", run=run, reason=reason)
         case Advance(rule, branch):
-            return await _outcome_advance(conn, run, definition, delivery, rule, branch, now=now)
+            return await _outcome_advance(conn, run, definition, delivery, rule, branch, context, now=now)
         case RuleFailed(rule):
             await _retire_if_failed(conn, delivery, now=now)
             stopped = await store.finish_run(
@@ -419,12 +476,13 @@ async def _outcome_advance(
     delivery: Delivery,
     rule: OnOutcomeRule,
     branch: Branchable,
+    context: dict[str, Any],
     *,
     now: datetime,
 ) -> Progress:
     # The run leaves this step either way: a failed delivery must never be retried behind its back.
     await _retire_if_failed(conn, delivery, now=now)
-    plan = plan_outcome_advance(run, definition, delivery, rule.to_step, rule.when, branch)
+    plan = plan_outcome_advance(run, definition, context, delivery, rule.to_step, rule.when, branch)
     return await write_plan(conn, plan, now=now)
 
 
@@ -432,48 +490,3 @@ async def _retire_if_failed(conn: AsyncConnection, delivery: Delivery, *, now: d
     """A `failed` delivery (temporary_failure) whose run leaves the step is cancelled as superseded."""
     if delivery.status == "failed":
         await move(conn, delivery, "cancelled", now=now, suppression_reason="superseded")
-
-
-async def write_plan(conn: AsyncConnection, plan: Plan, *, now: datetime) -> Progress:
-    """Write one decision's plan with the statements of a single decision: the run, its delivery, then its
-    transitions in order (a transition may name the delivery)."""
-    run = plan.run
-    match plan.update:
-        case None:
-            return plan.progress(None, None)
-        case Activation(current_step, status_context):
-            written = await store.fetch_one(
-                conn,
-                Run,
-                q.ACTIVATE_STEP,
-                run_id=run.id,
-                now=now,
-                current_step=current_step,
-                status_context=status_context,
-            )
-        case Finish(state, status_reason, status_context, terminal_reason):
-            written = await store.fetch_one(
-                conn,
-                Run,
-                q.FINISH_RUN,
-                run_id=run.id,
-                now=now,
-                state=state,
-                status_reason=status_reason,
-                status_context=status_context,
-                terminal_reason=terminal_reason,
-            )
-    delivery = await write_delivery(conn, plan.delivery, now=now) if plan.delivery is not None else None
-    for transition in plan.transitions:
-        await store.append_transition(
-            conn,
-            run,
-            now=now,
-            reason=transition.reason,
-            from_state=transition.from_state,
-            to_state=transition.to_state,
-            step_key=transition.step_key,
-            delivery_id=delivery.id if transition.of_planned_delivery and delivery else transition.delivery_id,
-            context=transition.context,
-        )
-    return plan.progress(written, delivery)

@@ -1,9 +1,10 @@
-"""The due sweep (SPEC 4.9): waiting runs whose gate is due, progressed a batch at a time.
+"""The due sweep (SPEC 4.9, 11.5): batches whose window has passed, then waiting runs whose gate is due,
+progressed a batch of runs at a time.
 
-Each batch is one transaction: lock up to `batch_size` due runs (`FOR UPDATE SKIP LOCKED`, oldest due first),
-decide each one in Python with the same pure decision as `progress_run` (`plan_timed_advance`), then write all
-the plans with one set statement per kind of row (run updates, deliveries, their suppressions and rejections,
-transitions) and commit. The rows are those `progress_run` would write run by run; a single decision
+Each batch of runs is one transaction: lock up to `batch_size` due runs (`FOR UPDATE SKIP LOCKED`, oldest due
+first), decide each one in Python with the same pure decision as `progress_run` (`tocsin.engine.plans.plan_due`),
+then write all the plans with one set statement per kind of row (run updates, deliveries, their suppressions and
+rejections, transitions) and commit. The rows are those `progress_run` would write run by run; a single decision
 (`progress_run`, the workflow's path) stays one transaction of its own.
 """
 
@@ -18,13 +19,13 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tocsin.core.cursors import BEFORE_ALL
-from tocsin.core.models import Delivery, Progress, Run
+from tocsin.core.definitions import WorkflowDefinition
+from tocsin.core.models import Delivery, Progress, Run, RunItem
 from tocsin.core.vocabulary import TERMINAL_DELIVERY_STATUSES
 from tocsin.db import Database, store
 from tocsin.db import queries as q
 from tocsin.engine.deliveries import check_move
-from tocsin.engine.planning import DeliveryPlan
-from tocsin.engine.plans import Activation, Finish, Plan, plan_timed_advance
+from tocsin.engine.plans import Activation, Close, DeliveryPlan, Finish, Plan, plan_due
 from tocsin.engine.preferences import recipient_timezones
 
 __all__ = ["SWEEP_BATCH", "progress_due_runs", "write_plans"]
@@ -42,7 +43,8 @@ async def progress_due_runs(
     overdue_by: timedelta = timedelta(0),
     batch_size: int = SWEEP_BATCH,
 ) -> list[Progress]:
-    """Progress at most `limit` waiting runs whose gate is due, oldest due first, `batch_size` per transaction.
+    """Close at most `limit` batches whose window has passed and progress waiting runs whose gate is due (in all),
+    oldest due first, `batch_size` runs per transaction.
 
     FOR UPDATE SKIP LOCKED: concurrent sweepers (and a workflow progressing the same run) never collide, and a
     run that another transaction holds is simply left to it. `overdue_by` leaves alone the runs whose own
@@ -51,27 +53,44 @@ async def progress_due_runs(
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size!r}")
     results: list[Progress] = []
-    after = BEFORE_ALL
-    while len(results) < limit:
-        async with db.transaction() as conn:
-            runs = await store.fetch_all(
-                conn,
-                Run,
-                q.DUE_RUNS_FOR_UPDATE,
-                due_by=now - overdue_by,
-                after_due_at=after[0],
-                after_id=after[1],
-                batch=min(batch_size, limit - len(results)),
-            )
-            if not runs:
-                break
-            last = runs[-1]
-            if last.due_at is None:  # the schema's CHECK: a waiting run has a due_at
-                raise RuntimeError(f"waiting run {last.id} has no due_at")
-            after = (last.due_at, last.id)
-            plans = [plan_timed_advance(run, await db.definition(run.definition_id, conn), now=now) for run in runs]
-            results += await write_plans(conn, plans, now=now)
+    # Each kind on its own partial index, batches first.
+    for statement in (q.DUE_BATCHES_FOR_UPDATE, q.DUE_RUNS_FOR_UPDATE):
+        after = BEFORE_ALL
+        while len(results) < limit:
+            async with db.transaction() as conn:
+                runs = await store.fetch_all(
+                    conn,
+                    Run,
+                    statement,
+                    due_by=now - overdue_by,
+                    after_due_at=after[0],
+                    after_id=after[1],
+                    batch=min(batch_size, limit - len(results)),
+                )
+                if not runs:
+                    break
+                last = runs[-1]
+                if last.due_at is None:  # the schema's CHECK: a waiting or collecting run has a due_at
+                    raise RuntimeError(f"run {last.id} is {last.state} with no due_at")
+                after = (last.due_at, last.id)
+                definitions = {run.id: await db.definition(run.definition_id, conn) for run in runs}
+                items = await _items(conn, definitions)
+                plans = [plan_due(run, definitions[run.id], items.get(run.id), now=now) for run in runs]
+                results += await write_plans(conn, plans, now=now)
     return results
+
+
+async def _items(
+    conn: AsyncConnection, definitions: dict[uuid.UUID, WorkflowDefinition]
+) -> dict[uuid.UUID, list[RunItem]]:
+    """The items of the batched runs (by run id), in position order, in one read; none for unbatched workflows."""
+    batched = [run_id for run_id, definition in definitions.items() if definition.batch is not None]
+    if not batched:
+        return {}
+    found: dict[uuid.UUID, list[RunItem]] = {run_id: [] for run_id in batched}
+    for item in await store.fetch_all(conn, RunItem, q.ITEMS_OF_RUNS, **_each(run_id=batched)):
+        found[item.run_id].append(item)
+    return found
 
 
 def _json(value: dict[str, Any]) -> str:
@@ -126,6 +145,7 @@ async def _write_runs(conn: AsyncConnection, plans: Sequence[Plan], *, now: date
     locked = {plan.run.id: plan.run for plan in plans}
     activations = [(plan.run.id, plan.update) for plan in plans if isinstance(plan.update, Activation)]
     finishes = [(plan.run.id, plan.update) for plan in plans if isinstance(plan.update, Finish)]
+    closes = [(plan.run.id, plan.update) for plan in plans if isinstance(plan.update, Close)]
     written: list[dict[str, Any]] = []
     if activations:
         written += await store.fetch_rows(
@@ -135,6 +155,16 @@ async def _write_runs(conn: AsyncConnection, plans: Sequence[Plan], *, now: date
                 run_id=[run_id for run_id, _ in activations],
                 current_step=[a.current_step for _, a in activations],
                 status_context=[_json(a.status_context) for _, a in activations],
+            ),
+            now=now,
+        )
+    if closes:
+        written += await store.fetch_rows(
+            conn,
+            q.CLOSE_BATCHES,
+            **_each(
+                run_id=[run_id for run_id, _ in closes],
+                status_context=[_json(c.status_context) for _, c in closes],
             ),
             now=now,
         )
