@@ -51,6 +51,7 @@ from sqlalchemy import event
 from bench.common import bench_database, loadavg, machine_facts, table
 from tocsin.core.models import Run
 from tocsin.db import Database
+from tocsin.db.store import listen_statements
 from tocsin.engine.deliveries import SendKind, SendResult, mark_dispatched, record_attempt
 from tocsin.engine.reads import get_run
 from tocsin.engine.registry import register_definition
@@ -190,9 +191,13 @@ class Capture:
     def __init__(self, db: Database) -> None:
         self.active = False
         self.statements: list[Statement] = []
-        event.listen(db.engine.sync_engine, "before_cursor_execute", self._record)
+        event.listen(db.engine.sync_engine, "before_cursor_execute", self._sent)
+        listen_statements(db.engine, self._record)  # the statements tocsin.db.store hands asyncpg itself
 
-    def _record(self, _conn: object, _cursor: object, statement: str, parameters: Any, *_: object) -> None:
+    def _sent(self, _conn: object, _cursor: object, statement: str, parameters: Any, *_: object) -> None:
+        self._record(statement, parameters)
+
+    def _record(self, statement: str, parameters: Sequence[Any] | None) -> None:
         if self.active:
             self.statements.append((statement, tuple(parameters or ())))
 
@@ -395,7 +400,7 @@ async def check_rows(
 
 
 def print_statements(replays: dict[str, Replay], *, full: bool) -> None:
-    print("\n## The statements each operation sends (captured with before_cursor_execute)\n")
+    print("\n## The statements each operation sends (as captured)\n")
     for key, replay in replays.items():
         print(f"{OPERATIONS[key].name}: {len(replay.statements)} statements (+ BEGIN/COMMIT)")
         for n, (sql, params) in enumerate(replay.statements, 1):
