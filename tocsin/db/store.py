@@ -28,7 +28,7 @@ from sqlalchemy.pool import Pool
 from tocsin.core.errors import DeliveryNotFound, RunNotFound
 from tocsin.core.models import Delivery, Row, Run
 from tocsin.db import queries as q
-from tocsin.db.database import driver_failed
+from tocsin.db.database import driver_failed, driver_of
 
 M = TypeVar("M", bound=Row)
 StatementListener = Callable[[str, Sequence[Any]], None]
@@ -125,7 +125,7 @@ async def _rows(conn: AsyncConnection, statement: Executable, params: dict[str, 
     compiled = _compiled(conn, statement, params)
     if compiled is None:
         return None
-    driver = (await conn.get_raw_connection()).driver_connection
+    driver = driver_of(conn)
     if driver is None or not driver.is_in_transaction():
         return None
     args = []
@@ -142,6 +142,8 @@ async def _rows(conn: AsyncConnection, statement: Executable, params: dict[str, 
             raise
         raise failure from error
     columns, process = compiled.columns, compiled.process
+    if not columns:  # a textual statement: its columns are what the server named them
+        return [dict(record.items()) for record in records]
     return [
         {name: (p(value) if p is not None else value) for name, p, value in zip(columns, process, record, strict=True)}
         for record in records

@@ -89,7 +89,8 @@ workflow_runs = Table(
     one_of("status_reason", STATUS_REASONS, "workflow_runs_status_reason_check"),
     CheckConstraint("step_activation > 0", name="workflow_runs_step_activation_positive"),
     CheckConstraint("(state = 'waiting') = (due_at IS NOT NULL)", name="workflow_runs_due_at_only_waiting"),
-    Index("workflow_runs_waiting_due", "state", "due_at", postgresql_where=text("state = 'waiting'")),
+    # The due sweep's keyset order, (due_at, id): runs sharing a due_at are paged through, not re-read (0005).
+    Index("workflow_runs_waiting_due", "due_at", "id", postgresql_where=text("state = 'waiting'")),
     Index("workflow_runs_tenant_recipient_state", "tenant_id", "recipient", "state"),
     Index("workflow_runs_throttle_scope", "tenant_id", "workflow_key", "recipient", "throttle_key", "created_at"),
     Index(
