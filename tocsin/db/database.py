@@ -181,6 +181,15 @@ def _invalidate_lost_sessions(context: ExceptionContext) -> None:
         context.invalidate_pool_on_disconnect = False
 
 
+def driver_of(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under `conn`, or None if it has none now (invalidated: SQLAlchemy must reconnect).
+    Read without AsyncConnection.get_raw_connection's greenlet hop: a valid connection needs no I/O for it."""
+    sync = conn.sync_connection
+    if sync is None or sync.invalidated:
+        return None
+    return sync.connection.driver_connection
+
+
 async def driver_failed(
     conn: AsyncConnection, error: BaseException, statement: str | None = None, parameters: Sequence[Any] = ()
 ) -> BaseException:
@@ -300,8 +309,8 @@ class Database:
             attempt += 1
             conn = await self._autocommit.connect()
             try:
-                driver = (await conn.get_raw_connection()).driver_connection
-                assert driver is not None  # a checked-out connection always has one
+                driver = driver_of(conn)
+                assert driver is not None  # a connection just checked out is valid
                 transaction = driver.transaction()
                 await transaction.start()
             except BaseException as error:
