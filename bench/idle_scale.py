@@ -1,6 +1,7 @@
 """Idle scale (issue 14, goal 4): N runs waiting on long timers, held by one worker process on the dev server.
 
-    .venv/bin/python -m bench.idle_scale [--runs N] [--small-cache C] [--wakes K] [--database-url URL] [--only I,J]
+    .venv/bin/python -m bench.idle_scale [--runs N] [--small-cache C] [--wakes K] [--window W] [--database-url URL]
+                                         [--only I,J]
     .venv/bin/python -m bench.idle_scale --runs 10000 --small-cache 1000      # the issue's full size
 
 Each configuration gets a worker process of its own (on a task queue of its own) on one Temporal dev server (the
@@ -12,14 +13,15 @@ Each configuration gets a worker process of its own (on a task queue of its own)
   through `Tocsin.start_run`; and the same on a worker without Temporal's workflow sandbox (a reference);
 - the trade-off: both again with TOCSIN_WORKER_MAX_CACHED_WORKFLOWS=C < N.
 
-Measured from outside the worker: its RSS (/proc/<pid>/status VmRSS) after a warm-up, and again once all N runs wait
-(counted through the TocsinState search attribute) and the worker is idle; its peak (VmHWM); the SDK's own count of
-cached workflows (temporal_sticky_cache_size on its Prometheus endpoint). Then wake signals, one at a time, to the
-first K runs started, twice each: with a small cache the first wake finds the run evicted and the second finds it
-cached again. Each wake's times come from the run's history (server timestamps): signal -> the first workflow task
-after it completed (for an evicted run: its history fetched and replayed in a new sandbox), that task alone
-(started -> completed), and signal -> waiting again. The SDK's sticky-cache hit/miss counters, read around each
-wake, say which it was.
+Runs are started as they come in to a service, not in one burst: at most W of them (200, at most half the cache)
+started but not yet waiting at any time. Measured from outside the worker: its RSS (/proc/<pid>/status VmRSS)
+after a warm-up, and again once all N runs wait (counted through the TocsinState search attribute) and the worker
+is idle; its peak (VmHWM); the SDK's own count of cached workflows (temporal_sticky_cache_size on its Prometheus
+endpoint). Then wake signals, one at a time, to the first K runs started, twice each: with a small cache the first
+wake finds the run evicted and the second finds it cached again. Each wake's times come from the run's history
+(server timestamps): signal -> the first workflow task after it completed (for an evicted run: its history fetched
+and replayed in a new sandbox), that task alone (started -> completed), and signal -> waiting again. The SDK's
+sticky-cache hit/miss counters, read around each wake, say which it was.
 """
 
 from __future__ import annotations
@@ -164,6 +166,23 @@ class Starter:
         query = f'TaskQueue="{self.worker.task_queue}" AND {c.STATE.name}="waiting"'
         return (await self.client.count_workflows(query)).count
 
+    async def fill(self, n: int, *, window: int, within: float) -> None:
+        """Start n runs, never more than `window` of them not yet waiting: runs that arrive over time, as a
+        service's do, not one burst. (A burst larger than the cache evicts runs mid-journey: each of their next
+        workflow tasks replays the history, and the fill crawls.)"""
+        target, deadline = len(self.ids) + n, time.monotonic() + within
+        while len(self.ids) < target:
+            room = window - (len(self.ids) - await self.waiting())
+            if room > 0:
+                await self.start(min(room, target - len(self.ids)))
+            else:
+                await asyncio.sleep(0.5)
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{self.config.label}: {len(self.ids)} of {target} runs started after {within:.0f} s"
+                )
+        await self.all_waiting(within=max(0.0, deadline - time.monotonic()))
+
     async def all_waiting(self, within: float) -> None:
         deadline = time.monotonic() + within
         while await self.waiting() < len(self.ids):
@@ -222,7 +241,16 @@ async def wake(client: Client, worker: WorkerProcess, wid: str) -> Wake:
 
 
 async def measure(
-    config: Config, runs: int, wakes: int, *, client: Client, address: str, db: Database, database_url: str, logs: Path
+    config: Config,
+    runs: int,
+    wakes: int,
+    window: int,
+    *,
+    client: Client,
+    address: str,
+    db: Database,
+    database_url: str,
+    logs: Path,
 ) -> Found:
     cache = config.cache if config.cache is not None else runs + WARMUP + 100
     command = (
@@ -242,8 +270,7 @@ async def measure(
         cpu, began = cpu_seconds(worker.pid), time.perf_counter()
         samples: list[tuple[int, int]] = []
         sampler = asyncio.ensure_future(starter.sample(samples))
-        await starter.start(runs)
-        await starter.all_waiting(within=3600)
+        await starter.fill(runs, window=min(window, cache // 2), within=4 * 3600)
         sampler.cancel()
         found.fill_s = time.perf_counter() - began
         await settled(worker.pid)
@@ -381,7 +408,10 @@ async def run(args: argparse.Namespace) -> None:
     async with bench_database(args.database_url) as target:
         print(f"# idle_scale: {machine_facts(target)}")
         print(f"# command: {shlex.join(['.venv/bin/python', '-m', 'bench.idle_scale', *sys.argv[1:]])}")
-        print(f"# runs={args.runs} small cache={args.small_cache} wakes={args.wakes} (each kind)", flush=True)
+        print(
+            f"# runs={args.runs} small cache={args.small_cache} wakes={args.wakes} (each kind) window={args.window}",
+            flush=True,
+        )
         db = await Database.connect(target.url)
         try:
             await register_definition(db, JOURNEY, now=datetime.now(UTC))
@@ -392,6 +422,7 @@ async def run(args: argparse.Namespace) -> None:
                             config,
                             args.runs,
                             args.wakes,
+                            args.window,
                             client=client,
                             address=address,
                             db=db,
@@ -413,6 +444,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=600, help="runs waiting per configuration (default 600)")
     parser.add_argument("--small-cache", type=int, default=200, help="max_cached_workflows of the trade-off (200)")
     parser.add_argument("--wakes", type=int, default=20, help="wakes of cached and of evicted runs (default 20)")
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=200,
+        help="runs started but not yet waiting, at most (200; at most half the cache)",
+    )
     parser.add_argument("--only", help="comma-separated indexes of the configurations to run (0-5), in that order")
     args = parser.parse_args(argv)
     asyncio.run(run(args))

@@ -12,7 +12,8 @@ worker (the same client, runtime, data converter and sandbox as tocsin's), each 
 - floor: the journey's number of no-op activities, tiny payloads, no upserts;
 - + the journey's upserts; + its payload sizes; both (the journey's shape without its database work);
 - the shape with progress_run and the next dispatch merged into one activity; with progress_run as a local
-  activity; with one upsert instead of one per round;
+  activity; with every activity local; with one upsert instead of one per round; with progress_run local and
+  one upsert;
 - the floor without the workflow sandbox; and tocsin's journey on a worker without it (bench.workers tocsin).
 
 Batches of B runs are started at once (50 starts in flight; a journey's start is `Tocsin.start_run`: its
@@ -161,8 +162,15 @@ def plans(shape: Shape) -> dict[str, Plan]:
     acts = shape.activities
     progress = "tocsin.progress_run"
 
-    def plan(*, sized: bool, upsert: bool, local: bool = False) -> Plan:
-        return Plan(steps=[step(a, sized=sized, upsert=upsert, local=local and a.type == progress) for a in acts])
+    last_upsert = max((i for i, a in enumerate(acts) if a.upsert), default=-1)
+
+    def plan(*, sized: bool, upsert: bool, local: frozenset[str] = frozenset(), one_upsert: bool = False) -> Plan:
+        return Plan(
+            steps=[
+                step(a, sized=sized, upsert=upsert and (not one_upsert or i == last_upsert), local=a.type in local)
+                for i, a in enumerate(acts)
+            ]
+        )
 
     merged: list[Step] = []
     for i, a in enumerate(acts):
@@ -174,18 +182,16 @@ def plans(shape: Shape) -> dict[str, Plan]:
             merged.append(step(both, sized=True, upsert=True))
         else:
             merged.append(step(a, sized=True, upsert=True))
-    last_upsert = max((i for i, a in enumerate(acts) if a.upsert), default=-1)
-    one_upsert = [
-        step(a, sized=True, upsert=False).model_copy(update={"upsert": i == last_upsert}) for i, a in enumerate(acts)
-    ]
     return {
         "floor": plan(sized=False, upsert=False),
         "upserts": plan(sized=False, upsert=True),
         "payloads": plan(sized=True, upsert=False),
         "shape": plan(sized=True, upsert=True),
         "merged": Plan(steps=merged),
-        "local": plan(sized=True, upsert=True, local=True),
-        "one upsert": Plan(steps=one_upsert),
+        "local": plan(sized=True, upsert=True, local=frozenset({progress})),
+        "all local": plan(sized=True, upsert=True, local=frozenset(a.type for a in acts)),
+        "one upsert": plan(sized=True, upsert=True, one_upsert=True),
+        "local, one upsert": plan(sized=True, upsert=True, local=frozenset({progress}), one_upsert=True),
     }
 
 
@@ -323,7 +329,9 @@ def rows_for(shape: Shape) -> list[Row]:
         Row("bare, the journey's shape (upserts + payloads)", "bare", bare["shape"]),
         Row(f"shape, progress+dispatch merged ({merged} activities)", "bare", bare["merged"]),
         Row("shape, progress_run a local activity", "bare", bare["local"]),
+        Row("shape, every activity local", "bare", bare["all local"]),
         Row("shape, one upsert (at the end)", "bare", bare["one upsert"]),
+        Row("shape, progress_run local and one upsert", "bare", bare["local, one upsert"]),
         Row("ref: floor, sandbox off", "bare unsandboxed", bare["floor"]),
         Row("ref: tocsin journey, sandbox off", "tocsin unsandboxed"),
     ]
@@ -359,19 +367,39 @@ async def run(args: argparse.Namespace) -> None:
                     # The backend's parent: the postmaster, whose children are every backend.
                     postgres = parent_pid(backend)
                     runner = Runner(client, db, workers, server_pid=dev_server_pid(address), postgres_pid=postgres)
-                    await measure(runner, client, sizes, args.rounds)
+                    await measure(
+                        runner, client, sizes, args.rounds, [int(i) for i in args.only.split(",")] if args.only else []
+                    )
         finally:
             await db.close()
     print(f"\n# load average at the end: {loadavg()}")
 
 
-async def measure(runner: Runner, client: Client, sizes: list[int], rounds: int) -> None:
+async def idle(runner: Runner, *, seconds: float) -> None:
+    """What the processes use with nothing to do (the workers' pollers held open): a background to the CPU table."""
+    before = {name: runner.cpu(worker) for name, worker in runner.workers.items()}
+    await asyncio.sleep(seconds)
+    after = {name: runner.cpu(worker) for name, worker in runner.workers.items()}
+    workers = sum(after[name]["worker"] - before[name]["worker"] for name in runner.workers)
+    first = next(iter(runner.workers))
+    server, postgres = (after[first][k] - before[first][k] for k in ("Temporal", "Postgres"))
+    print(
+        f"\nIdle, {len(runner.workers)} workers polling: CPU ms per second: Temporal {ms(server / seconds)}, "
+        f"Postgres {ms(postgres / seconds)}, the workers {ms(workers / seconds)}"
+    )
+
+
+async def measure(runner: Runner, client: Client, sizes: list[int], rounds: int, only: list[int]) -> None:
     probe = await runner.batch(Row("probe", "tocsin"), 1)
     shape = shape_of(await client.get_workflow_handle(probe.ids[0]).fetch_history())
     describe(shape)
     rows = rows_for(shape)
+    if any(i >= len(rows) for i in only):
+        raise SystemExit(f"--only: the rows are 0-{len(rows) - 1}")
+    rows = rows[:2] + [rows[i] for i in only if i >= 2] if only else rows
     for row in rows:
         await runner.batch(row, WARMUP)
+    await idle(runner, seconds=5)
     found: dict[tuple[int, str], list[Batch]] = {}
     for size in sizes:
         for number in range(rounds):
@@ -443,6 +471,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--database-url", help="a superuser URL of a Postgres server (default: an embedded one)")
     parser.add_argument("--sizes", default="50", help="comma-separated batch sizes (default 50)")
     parser.add_argument("--rounds", type=int, default=2, help="batches of each row per size, alternating (default 2)")
+    parser.add_argument(
+        "--only", help="comma-separated indexes of further rows (2-11) beside the journey and the floor"
+    )
     args = parser.parse_args(argv)
     asyncio.run(run(args))
 
