@@ -8,8 +8,8 @@
 - explained with EXPLAIN (ANALYZE, BUFFERS) at the start of the tie group and in its middle;
 - run as a sweep runs it: once per run, each in its own transaction, each starting past the run before, timed
   over the first `--lookups` tied runs (default 1 000; `--full`: all of them).
-First at revision 0004 (index `(state, due_at) WHERE state = 'waiting'`), then, on the same rows, after
-`migrate()` to 0005 (`(due_at, id) WHERE state = 'waiting'`). The summary's ratio: lookups per second after /
+First at revision 0005 (index `(state, due_at) WHERE state = 'waiting'`), then, on the same rows, after
+`migrate()` to 0006 (`(due_at, id) WHERE state = 'waiting'`). The summary's ratio: lookups per second after /
 before.
 """
 
@@ -120,17 +120,17 @@ async def run(args: argparse.Namespace) -> None:
         db = await Database.connect(target.url)
         try:
             definition_id = (await register_definition(db, DEFINITION, now=T0)).id
-            await db.downgrade("0004")
+            await db.downgrade("0005")
             conn = await asyncpg.connect(target.url)
             try:
                 await fill(conn, definition_id, tied=args.tied, others=args.others)
-                before = await measure(conn, "Before: revision 0004", args.tied, args.lookups)
+                before = await measure(conn, "Before: revision 0005", args.tied, args.lookups)
                 began = time.perf_counter()
                 await db.migrate()
                 built = time.perf_counter() - began
                 await conn.execute("ANALYZE tocsin.workflow_runs")
-                print(f"\n(migrate() to 0005, which rebuilds the index: {built:.2f} s)")
-                after = await measure(conn, "After: revision 0005", args.tied, args.lookups)
+                print(f"\n(migrate() to 0006, which rebuilds the index: {built:.2f} s)")
+                after = await measure(conn, "After: revision 0006", args.tied, args.lookups)
             finally:
                 await conn.close()
         finally:
