@@ -1,4 +1,4 @@
-"""The due sweep's keyset lookup when many waiting runs share one `due_at`: the index of 0004 against 0005's.
+"""The due sweep's keyset lookup when many waiting runs share one `due_at`: the index of 0005 against 0006's.
 
     .venv/bin/python -m bench.due_index [--database-url URL] [--tied N] [--others N] [--lookups N] [--full]
 

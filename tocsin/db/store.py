@@ -211,8 +211,7 @@ async def get_run(conn: AsyncConnection, run_id: uuid.UUID, *, tenant_id: str | 
 async def run_by_trigger_key(conn: AsyncConnection, tenant_id: str, idempotency_key: str) -> StartedRun | None:
     """The run a trigger's key names (SPEC 4.0, 11.5): by the run's own key, or an item's of a batched run;
     `joined` when that item is not its batch's first."""
-    params = {"tenant_id": tenant_id, "idempotency_key": idempotency_key}
-    row = (await conn.execute(q.RUN_BY_TRIGGER_KEY, params)).mappings().first()
+    row = await first_row(conn, q.RUN_BY_TRIGGER_KEY, tenant_id=tenant_id, idempotency_key=idempotency_key)
     return StartedRun.of({**row, "joined": row["item_position"] > 1}) if row is not None else None
 
 

@@ -3,8 +3,9 @@
 The sweep pages by `(due_at, id)` (`NEXT_DUE_RUN`, `ORDER BY due_at, id`). Without `id` in the index, runs that
 share a `due_at` (a campaign started at once, a delay from one moment) made each keyset lookup read and sort
 the whole tie group to return one row: quadratic over a sweep. `state` in the key was redundant with the
-partial index's predicate. The index is rebuilt in the migration's transaction, blocking writes to the runs
-while it builds; it covers waiting runs only (bench/RESULTS.md, "the due index").
+partial index's predicate (the `collecting` runs' index of 0005 is `(due_at, id)` already). The index is
+rebuilt in the migration's transaction, blocking writes to the runs while it builds; it covers waiting runs
+only (bench/RESULTS.md, "the due index").
 
 Revision ID: 0006
 Revises: 0005
