@@ -12,10 +12,14 @@ from typing import Any
 
 from sqlalchemy import (
     BindParameter,
+    DateTime,
     Integer,
+    Select,
     Text,
     any_,
     bindparam,
+    cast,
+    column,
     exists,
     func,
     literal,
@@ -26,7 +30,8 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID, insert
+from sqlalchemy.sql.selectable import TableValuedAlias
 
 from tocsin.core.vocabulary import UNFINISHED_RUN_STATES
 from tocsin.db import tables as t
@@ -181,64 +186,61 @@ ENTER_WAIT = _MOVE_RUN.values(
     due_at=_p("due_at"),
     pending_signals=_p("pending_signals"),
 ).returning(*R.c)
+# What every activation and every finish sets besides its own values (the due sweep's set UPDATEs share them).
+_ACTIVATED: dict[str, Any] = {
+    "state": "active",
+    "step_activation": R.c.step_activation + 1,
+    "step_activated_at": _p("now"),
+    "due_at": None,
+    "pending_signals": [],
+    "status_reason": "progressed_on_delivery_outcome",
+}
+_FINISHED: dict[str, Any] = {"due_at": None, "pending_signals": []}
 ACTIVATE_STEP = _MOVE_RUN.values(
-    state="active",
-    current_step=_p("current_step"),
-    step_activation=R.c.step_activation + 1,
-    step_activated_at=_p("now"),
-    due_at=None,
-    pending_signals=[],
-    status_reason="progressed_on_delivery_outcome",
-    status_context=_p("status_context"),
+    current_step=_p("current_step"), status_context=_p("status_context"), **_ACTIVATED
 ).returning(*R.c)
 FINISH_RUN = _MOVE_RUN.values(
     state=_p("state"),
     status_reason=_p("status_reason"),
     status_context=_p("status_context"),
     terminal_reason=_p("terminal_reason"),
-    due_at=None,
-    pending_signals=[],
+    **_FINISHED,
 ).returning(*R.c)
 
 # SPEC 11.5: a batch closes; its first step is activated now (activation 1 stays: the step never ran).
-CLOSE_BATCH = _MOVE_RUN.values(
-    state="active",
-    step_activated_at=_p("now"),
-    due_at=None,
-    status_reason="batch_closed",
-    status_context=_p("status_context"),
-).returning(*R.c)
+_CLOSED: dict[str, Any] = {
+    "state": "active",
+    "step_activated_at": _p("now"),
+    "due_at": None,
+    "status_reason": "batch_closed",
+}
+CLOSE_BATCH = _MOVE_RUN.values(status_context=_p("status_context"), **_CLOSED).returning(*R.c)
 
 MARK_WORKFLOW_STARTED = (
     update(R).where(R.c.id == _p("run_id"), R.c.workflow_started.is_(False)).values(workflow_started=True)
 )
 
-# The sweep takes one due run at a time, keyset-paged past (after_due_at, after_id): each run is visited at
-# most once per sweep at a constant cost, and a run another transaction holds is left to it.
-NEXT_DUE_RUN = (
-    select(R)
-    .where(
-        R.c.state == "waiting",
-        R.c.due_at <= _p("due_by"),
-        tuple_(R.c.due_at, R.c.id) > tuple_(_p("after_due_at"), _p("after_id")),
-    )
-    .order_by(R.c.due_at, R.c.id)
-    .limit(1)
-    .with_for_update(skip_locked=True)
-)
 
-# As NEXT_DUE_RUN, for batches whose window has passed (SPEC 11.5), on an index of their own.
-NEXT_DUE_BATCH = (
-    select(R)
-    .where(
-        R.c.state == "collecting",
-        R.c.due_at <= _p("due_by"),
-        tuple_(R.c.due_at, R.c.id) > tuple_(_p("after_due_at"), _p("after_id")),
+def _due_for_update(state: str) -> Select[Any]:
+    """Up to `batch` runs in `state` whose due_at has come, oldest due first, keyset-paged past (after_due_at,
+    after_id), locked: each run is visited at most once per sweep, and one another transaction holds is left to it
+    (SKIP LOCKED). One statement per state, so that each uses its own partial index."""
+    return (
+        select(R)
+        .where(
+            R.c.state == state,
+            R.c.due_at <= _p("due_by"),
+            tuple_(R.c.due_at, R.c.id) > tuple_(_p("after_due_at"), _p("after_id")),
+        )
+        .order_by(R.c.due_at, R.c.id)
+        .limit(bindparam("batch", type_=Integer))
+        .with_for_update(skip_locked=True)
     )
-    .order_by(R.c.due_at, R.c.id)
-    .limit(1)
-    .with_for_update(skip_locked=True)
-)
+
+
+# The due sweep's batches: waits whose gate is due (SPEC 4.9), batches whose window has passed (SPEC 11.5).
+DUE_RUNS_FOR_UPDATE = _due_for_update("waiting")
+DUE_BATCHES_FOR_UPDATE = _due_for_update("collecting")
 
 # A signal locks every unfinished run of the recipient (or the one run it targets), in id order.
 RECIPIENT_RUNS_FOR_UPDATE = (
@@ -494,4 +496,195 @@ EARLIEST_CANCELLING_SIGNAL = (
     )
     .order_by(S.c.created_at, S.c.id)
     .limit(1)
+)
+
+# --- the due sweep: the decisions of a batch of locked runs, one set statement per kind of row ---------------
+#
+# Each takes one array per column, `each_<column>` (unnest() zips them into rows; the bare column names are
+# SQLAlchemy's in INSERT and UPDATE), JSON as text cast to jsonb. Every statement below is the set form of a
+# single-decision statement above and writes exactly what it writes.
+
+_UUID = UUID(as_uuid=True)
+_NOW = bindparam("now", type_=DateTime(timezone=True))
+
+
+def _each(name: str, kind: Any) -> BindParameter[Any]:
+    return bindparam(f"each_{name}", type_=ARRAY(kind))
+
+
+def _rows(*columns: tuple[str, Any]) -> TableValuedAlias:
+    """`unnest(:each_a, :each_b, ...) AS u(a, b, ...)`: one bound array per column."""
+    arrays = [_each(name, kind) for name, kind in columns]
+    return func.unnest(*arrays).table_valued(*(column(name, kind) for name, kind in columns)).render_derived(name="u")
+
+
+# An UPDATE joined to its rows also names its keys as `= ANY(...)`: the planner then looks each row up by its
+# key instead of hashing the whole table (it cannot see which rows an unnest() will yield). The run UPDATEs
+# return the id and the columns they set: the caller holds the rest, the row it locked.
+_activations = _rows(("run_id", _UUID), ("current_step", Text), ("status_context", Text))
+_ACTIVATIONS_SET: dict[str, Any] = {
+    "current_step": _activations.c.current_step,
+    "status_context": cast(_activations.c.status_context, JSONB),
+    "updated_at": _NOW,
+    "last_transition_at": _NOW,
+    **_ACTIVATED,
+}
+ACTIVATE_STEPS = (
+    update(R)
+    .where(R.c.id == _activations.c.run_id, R.c.id == any_(_each("run_id", _UUID)))
+    .values(**_ACTIVATIONS_SET)
+    .returning(R.c.id, *(R.c[name] for name in _ACTIVATIONS_SET))
+)
+_finishes = _rows(
+    ("run_id", _UUID), ("state", Text), ("status_reason", Text), ("status_context", Text), ("terminal_reason", Text)
+)
+_FINISHES_SET: dict[str, Any] = {
+    "state": _finishes.c.state,
+    "status_reason": _finishes.c.status_reason,
+    "status_context": cast(_finishes.c.status_context, JSONB),
+    "terminal_reason": _finishes.c.terminal_reason,
+    "updated_at": _NOW,
+    "last_transition_at": _NOW,
+    **_FINISHED,
+}
+FINISH_RUNS = (
+    update(R)
+    .where(R.c.id == _finishes.c.run_id, R.c.id == any_(_each("run_id", _UUID)))
+    .values(**_FINISHES_SET)
+    .returning(R.c.id, *(R.c[name] for name in _FINISHES_SET))
+)
+_closes = _rows(("run_id", _UUID), ("status_context", Text))
+_CLOSES_SET: dict[str, Any] = {
+    "status_context": cast(_closes.c.status_context, JSONB),
+    "updated_at": _NOW,
+    "last_transition_at": _NOW,
+    **_CLOSED,
+}
+CLOSE_BATCHES = (
+    update(R)
+    .where(R.c.id == _closes.c.run_id, R.c.id == any_(_each("run_id", _UUID)))
+    .values(**_CLOSES_SET)
+    .returning(R.c.id, *(R.c[name] for name in _CLOSES_SET))
+)
+# RUN_ITEMS of many runs: the items of the batched runs among a sweep's batch, each run's in position order.
+ITEMS_OF_RUNS = select(I).where(I.c.run_id == any_(_each("run_id", _UUID))).order_by(I.c.run_id, I.c.position)
+
+# `ordinal` numbers a run's transitions within the batch (1, 2, ...): seq = the run's highest before + ordinal,
+# all computed against the rows before this statement (the runs are locked).
+_transitions = _rows(
+    ("run_id", _UUID),
+    ("ordinal", Integer),
+    ("step_key", Text),
+    ("delivery_id", _UUID),
+    ("from_state", Text),
+    ("to_state", Text),
+    ("reason", Text),
+    ("context", Text),
+)
+APPEND_TRANSITIONS = insert(T).from_select(
+    ["run_id", "seq", "step_key", "delivery_id", "from_state", "to_state", "reason", "context", "created_at"],
+    select(
+        _transitions.c.run_id,
+        func.coalesce(select(func.max(T.c.seq)).where(T.c.run_id == _transitions.c.run_id).scalar_subquery(), 0)
+        + _transitions.c.ordinal,
+        _transitions.c.step_key,
+        _transitions.c.delivery_id,
+        _transitions.c.from_state,
+        _transitions.c.to_state,
+        _transitions.c.reason,
+        cast(_transitions.c.context, JSONB),
+        _NOW,
+    ),
+)
+
+_deliveries = _rows(
+    ("id", _UUID),
+    ("run_id", _UUID),
+    ("tenant_id", Text),
+    ("step_key", Text),
+    ("activation", Integer),
+    ("channel", Text),
+    ("recipient", Text),
+    ("content", Text),
+    ("scheduled_for", DateTime(timezone=True)),
+    ("send_timezone", Text),
+)
+INSERT_DELIVERIES = (
+    insert(D)
+    .from_select(
+        [
+            "id",
+            "run_id",
+            "tenant_id",
+            "step_key",
+            "activation",
+            "channel",
+            "recipient",
+            "status",
+            "content",
+            "attempt_count",
+            "scheduled_for",
+            "send_timezone",
+            "created_at",
+            "updated_at",
+        ],
+        select(
+            _deliveries.c.id,
+            _deliveries.c.run_id,
+            _deliveries.c.tenant_id,
+            _deliveries.c.step_key,
+            _deliveries.c.activation,
+            _deliveries.c.channel,
+            _deliveries.c.recipient,
+            literal("pending"),
+            cast(_deliveries.c.content, JSONB),
+            literal(0),
+            _deliveries.c.scheduled_for,
+            _deliveries.c.send_timezone,
+            _NOW,
+            _NOW,
+        ),
+    )
+    # As INSERT_DELIVERY: a row some planner already wrote stays, and the caller reads it back.
+    .on_conflict_do_nothing(index_elements=[D.c.run_id, D.c.activation])
+    .returning(*D.c)
+)
+_activations_of = _rows(("run_id", _UUID), ("activation", Integer))
+STEP_DELIVERIES_FOR_UPDATE = (
+    select(D)
+    .join(_activations_of, (D.c.run_id == _activations_of.c.run_id) & (D.c.activation == _activations_of.c.activation))
+    .where(D.c.run_id == any_(_each("run_id", _UUID)))
+    .with_for_update(of=D)
+)
+# MOVE_DELIVERY for many locked deliveries (the caller checked each move): a NULL terminal_at or
+# suppression_reason keeps the column as it is.
+_moves = _rows(("id", _UUID), ("status", Text), ("suppression_reason", Text), ("terminal_at", DateTime(timezone=True)))
+MOVE_DELIVERIES = (
+    update(D)
+    .where(D.c.id == _moves.c.id, D.c.id == any_(_each("id", _UUID)))
+    .values(
+        status=_moves.c.status,
+        suppression_reason=func.coalesce(_moves.c.suppression_reason, D.c.suppression_reason),
+        terminal_at=func.coalesce(D.c.terminal_at, _moves.c.terminal_at),
+        updated_at=_NOW,
+    )
+    .returning(*D.c)
+)
+# INSERT_ATTEMPT for rejections recorded before any send (no send number, no provider, nothing it answered).
+_rejections = _rows(("delivery_id", _UUID), ("outcome", Text), ("error_class", Text), ("error", Text))
+INSERT_REJECTIONS = insert(A).from_select(
+    ["delivery_id", "attempt_number", "outcome", "error_class", "error", "provider_response", "created_at"],
+    select(
+        _rejections.c.delivery_id,
+        func.coalesce(
+            select(func.max(A.c.attempt_number)).where(A.c.delivery_id == _rejections.c.delivery_id).scalar_subquery(),
+            0,
+        )
+        + 1,
+        _rejections.c.outcome,
+        _rejections.c.error_class,
+        _rejections.c.error,
+        cast(literal("{}"), JSONB),
+        _NOW,
+    ),
 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from itertools import product
 
-from sqlalchemy import Select, and_, any_, bindparam, func, or_, select, tuple_, update
+from sqlalchemy import Select, Text, and_, any_, bindparam, column, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import ARRAY, UUID, distinct_on, insert
 
 from tocsin.db import tables as t
@@ -66,6 +66,20 @@ UPSERT_RECIPIENT = _upsert_recipient.on_conflict_do_update(
 
 RECIPIENT_TIMEZONE = select(RC.c.timezone).where(
     RC.c.tenant_id == bindparam("b_tenant_id"), RC.c.recipient == bindparam("b_recipient")
+)
+# The zones of many recipients at once (the due sweep's batch): (tenant, recipient) pairs as two arrays, also
+# named as `= ANY(...)` so that the primary key finds them (the planner cannot see what unnest() yields).
+_TENANT_IDS = bindparam("b_tenant_ids", type_=ARRAY(Text))
+_RECIPIENTS = bindparam("b_recipients", type_=ARRAY(Text))
+_pairs = (
+    func.unnest(_TENANT_IDS, _RECIPIENTS)
+    .table_valued(column("tenant_id", Text), column("recipient", Text))
+    .render_derived(name="u")
+)
+RECIPIENT_TIMEZONES = (
+    select(RC.c.tenant_id, RC.c.recipient, RC.c.timezone)
+    .join(_pairs, (RC.c.tenant_id == _pairs.c.tenant_id) & (RC.c.recipient == _pairs.c.recipient))
+    .where(RC.c.tenant_id == any_(_TENANT_IDS), RC.c.recipient == any_(_RECIPIENTS))
 )
 
 # --- the inbox --------------------------------------------------------------------------------------------
@@ -152,6 +166,7 @@ __all__ = [
     "MATCHING_PREFERENCES",
     "PREFERENCE_ROWS",
     "RECIPIENT_TIMEZONE",
+    "RECIPIENT_TIMEZONES",
     "STAMP_UNREAD",
     "UPSERT_PREFERENCE",
     "UPSERT_RECIPIENT",

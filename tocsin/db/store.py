@@ -184,6 +184,11 @@ async def first_row(conn: AsyncConnection, statement: Executable, **params: Any)
     return rows[0] if rows else None
 
 
+async def fetch_rows(conn: AsyncConnection, statement: Executable, **params: Any) -> list[dict[str, Any]]:
+    """The rows a statement returns, by column name (for a statement that returns part of a row)."""
+    return [dict(row) for row in (await conn.execute(statement, params)).mappings().all()]
+
+
 async def execute(conn: AsyncConnection, statement: Executable, **params: Any) -> None:
     if await _rows(conn, statement, params) is None:
         await conn.execute(statement, params)

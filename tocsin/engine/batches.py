@@ -2,7 +2,8 @@
 when its window has passed or at `max_items`, and its first step then runs with every item in its context.
 
 Every function works inside the caller's transaction. `tocsin.engine.runs.create_run` takes a trigger's turn
-(the order of its locks is there), `progress_run` closes a batch by time.
+(the order of its locks is there); `progress_run` and the due sweep close a batch by time
+(`tocsin.engine.plans.plan_due_batch`).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tocsin.core.definitions import Batch, WorkflowDefinition
 from tocsin.core.models import Progress, Run, RunItem
-from tocsin.db import Database, store
 from tocsin.db import queries as q
-from tocsin.engine.planning import plan_next_step_delivery, run_context
+from tocsin.db import store
+from tocsin.engine.planning import write_plan
+from tocsin.engine.plans import plan_batch_close
 
 
 @dataclass(frozen=True)
@@ -148,41 +150,7 @@ async def items_of(conn: AsyncConnection, run: Run, definition: WorkflowDefiniti
     return await store.fetch_all(conn, RunItem, q.RUN_ITEMS, run_id=run.id)
 
 
-async def progress_batch(db: Database, conn: AsyncConnection, run: Run, *, now: datetime) -> Progress:
-    """A locked `collecting` run: nothing before its due time, else it closes."""
-    # A collecting run always has due_at (a CHECK constraint).
-    if run.due_at is not None and now < run.due_at:
-        return Progress(kind="noop", run=run, reason="batch_not_due")
-    return await close_batch(conn, run, await db.definition(run.definition_id, conn), now=now)
-
-
 async def close_batch(conn: AsyncConnection, run: Run, definition: WorkflowDefinition, *, now: datetime) -> Progress:
-    """Close the locked, collecting `run`: it becomes active at its first step, whose delivery is planned with
-    every item in the render context (SPEC 11.5, then as 4.0)."""
+    """Close the locked, collecting `run` (`tocsin.engine.plans.plan_batch_close`, as the due sweep does)."""
     items = await store.fetch_all(conn, RunItem, q.RUN_ITEMS, run_id=run.id)
-    closed = await store.fetch_one(
-        conn, Run, q.CLOSE_BATCH, run_id=run.id, now=now, status_context={"rule_kind": "batch", "items": len(items)}
-    )
-    await store.append_transition(
-        conn,
-        run,
-        now=now,
-        reason="batch_closed",
-        from_state="collecting",
-        to_state="active",
-        context={"items": len(items)},
-    )
-    first = definition.first_step
-    planned = await plan_next_step_delivery(conn, closed, definition, first, run_context(closed, items), now=now)
-    await store.append_transition(
-        conn,
-        closed,
-        now=now,
-        reason="step_activated",
-        from_state="active",
-        to_state="active",
-        step_key=first.key,
-        delivery_id=planned.id,
-        context={"step_key": first.key, "source": "batch"},
-    )
-    return Progress(kind="advanced", run=closed, deliveries=[planned])
+    return await write_plan(conn, plan_batch_close(run, definition, items), now=now)

@@ -1,36 +1,22 @@
-"""Planning the delivery of a step activation: its condition, its content, its send window; inserted once
-(SPEC 4.4, 3, 11.1, 11.3)."""
+"""Writing one decision's plan (`tocsin.engine.plans`) with the statements of a single decision, inside the
+caller's transaction: the run, the planned delivery of a step activation (inserted once, SPEC 4.4), then the
+transitions. The due sweep (`tocsin.engine.sweep`) writes the plans of many runs with set statements instead.
+"""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tocsin.core.conditions import ConditionError, evaluate_condition
-from tocsin.core.context import render_context
 from tocsin.core.definitions import Step, WorkflowDefinition
-from tocsin.core.models import Delivery, Run, RunItem
-from tocsin.core.templates import RenderError, render_content
+from tocsin.core.models import Delivery, Progress, Run
 from tocsin.db import queries as q
 from tocsin.db import store
-from tocsin.engine.deliveries import SendResult, apply_result, move
-from tocsin.engine.schedule import send_zone, window_opening
-
-
-def run_context(run: Run, items: Sequence[RunItem] | None = None) -> dict[str, Any]:
-    """What the run's templates and conditions see (SPEC 11.6); a batched run's `items` (tocsin.engine.batches)
-    add `items` and `items_count`."""
-    return render_context(
-        run.data,
-        recipient=run.recipient,
-        tenant_id=run.tenant_id,
-        workflow_key=run.workflow_key,
-        items=[item.data for item in items] if items is not None else None,
-    )
+from tocsin.engine.deliveries import move
+from tocsin.engine.plans import Activation, Close, DeliveryPlan, Finish, Plan, plan_delivery
+from tocsin.engine.preferences import recipient_timezone
 
 
 async def plan_next_step_delivery(
@@ -42,51 +28,86 @@ async def plan_next_step_delivery(
     *,
     now: datetime,
 ) -> Delivery:
-    """The delivery of the run's current activation, planned at most once.
+    """The delivery of the run's current activation, rendered against `context` (`run_context`), planned at most
+    once (see `write_delivery`)."""
+    plan = plan_delivery(run, definition, step, context, activation=run.step_activation)
+    return await write_delivery(conn, plan, now=now)
 
-    INSERT ... ON CONFLICT (run_id, activation) DO NOTHING: the inserted row comes back (locked, as every
-    row a transaction inserts); otherwise a retried or concurrent planner reads back, FOR UPDATE, the row
-    the first one wrote, and never emits a second delivery. A false `when` plans it suppressed
-    (`condition_not_met`); a condition or content that cannot be evaluated plans it suppressed
-    (`render_failed`, the error in an attempt row). A step with a send window is scheduled for its next opening.
-    `context` is the run's render context (`run_context`), read once per decision.
-    """
-    content: dict[str, Any] = {}
-    unmet = False
-    render_error: str | None = None
-    try:
-        unmet = step.when is not None and not evaluate_condition(step.when, context)
-        if not unmet:
-            content = render_content(step.content, context)
-    except (ConditionError, RenderError) as exc:
-        render_error = str(exc)
-    sendable = not unmet and render_error is None
-    zone = await send_zone(conn, run, step, definition, context) if sendable else None
-    inserted = await store.fetch_first(
-        conn,
-        Delivery,
-        q.INSERT_DELIVERY,
-        id=uuid.uuid4(),
-        run_id=run.id,
-        tenant_id=run.tenant_id,
-        step_key=step.key,
-        activation=run.step_activation,
-        channel=step.channel,
-        recipient=run.recipient,
-        content=content,
-        scheduled_for=window_opening(step, zone[1], now) if zone else None,
-        send_timezone=zone[0] if zone else None,
-        now=now,
-    )
+
+async def write_delivery(conn: AsyncConnection, plan: DeliveryPlan, *, now: datetime) -> Delivery:
+    """Write one planned delivery: INSERT ... ON CONFLICT (run_id, activation) DO NOTHING. The inserted row comes
+    back (locked, as every row a transaction inserts), then suppressed as planned; otherwise a retried or
+    concurrent planner reads back, FOR UPDATE, the row the first one wrote, and never emits a second delivery."""
+    stored_zone = None
+    if plan.needs_recipient_zone:
+        stored_zone = await recipient_timezone(conn, tenant_id=plan.tenant_id, recipient=plan.recipient)
+    inserted = await store.fetch_first(conn, Delivery, q.INSERT_DELIVERY, **plan.values(stored_zone, now=now))
     if inserted is None:
-        existing = await store.step_delivery(conn, run.id, run.step_activation, lock=True)
+        existing = await store.step_delivery(conn, plan.run_id, plan.activation, lock=True)
         if existing is None:  # the conflicting row is committed (ON CONFLICT waited for it): corrupt otherwise
-            raise RuntimeError(f"run {run.id}: the delivery of activation {run.step_activation} conflicts but is gone")
+            raise RuntimeError(f"run {plan.run_id}: the delivery of activation {plan.activation} conflicts but is gone")
         return existing
-    if unmet:
-        return await move(conn, inserted, "suppressed", now=now, suppression_reason="condition_not_met")
-    if render_error is None:
+    if plan.suppression_reason is None:
         return inserted
-    suppressed = await move(conn, inserted, "suppressed", now=now, suppression_reason="render_failed")
-    # No send was made: the rejection belongs to no send number.
-    return await apply_result(conn, suppressed, SendResult("rejected", error=render_error), now=now, send_number=None)
+    suppressed = await move(conn, inserted, "suppressed", now=now, suppression_reason=plan.suppression_reason)
+    if plan.rejection is not None:
+        # A suppressed delivery is not in flight: the rejection is evidence only, its status stays.
+        await store.insert_attempt(
+            conn,
+            suppressed.id,
+            now=now,
+            send_number=None,
+            outcome=plan.rejection.outcome,
+            error_class=plan.rejection.error_class,
+            error=plan.rejection.error,
+        )
+    return suppressed
+
+
+async def write_plan(conn: AsyncConnection, plan: Plan, *, now: datetime) -> Progress:
+    """Write one decision's plan on its locked run: the run, its delivery, then its transitions in order (a
+    transition may name the delivery)."""
+    run = plan.run
+    match plan.update:
+        case None:
+            return plan.progress(None, None)
+        case Activation(current_step, status_context):
+            written = await store.fetch_one(
+                conn,
+                Run,
+                q.ACTIVATE_STEP,
+                run_id=run.id,
+                now=now,
+                current_step=current_step,
+                status_context=status_context,
+            )
+        case Finish(state, status_reason, status_context, terminal_reason):
+            written = await store.fetch_one(
+                conn,
+                Run,
+                q.FINISH_RUN,
+                run_id=run.id,
+                now=now,
+                state=state,
+                status_reason=status_reason,
+                status_context=status_context,
+                terminal_reason=terminal_reason,
+            )
+        case Close(status_context):
+            written = await store.fetch_one(
+                conn, Run, q.CLOSE_BATCH, run_id=run.id, now=now, status_context=status_context
+            )
+    delivery = await write_delivery(conn, plan.delivery, now=now) if plan.delivery is not None else None
+    for transition in plan.transitions:
+        await store.append_transition(
+            conn,
+            run,
+            now=now,
+            reason=transition.reason,
+            from_state=transition.from_state,
+            to_state=transition.to_state,
+            step_key=transition.step_key,
+            delivery_id=delivery.id if transition.of_planned_delivery and delivery else transition.delivery_id,
+            context=transition.context,
+        )
+    return plan.progress(written, delivery)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -116,6 +116,16 @@ async def recipient_timezone(source: Conn, *, tenant_id: str, recipient: str) ->
     async with connection(source) as conn:
         zone: str | None = await conn.scalar(q.RECIPIENT_TIMEZONE, {"b_tenant_id": tenant_id, "b_recipient": recipient})
     return zone
+
+
+async def recipient_timezones(conn: AsyncConnection, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """The time zones set for these (tenant_id, recipient) pairs, in one read; a pair with none is left out."""
+    unique = set(pairs)
+    if not unique:
+        return {}
+    params = {"b_tenant_ids": [tenant for tenant, _ in unique], "b_recipients": [recipient for _, recipient in unique]}
+    rows = (await conn.execute(q.RECIPIENT_TIMEZONES, params)).all()
+    return {(row.tenant_id, row.recipient): row.timezone for row in rows if row.timezone is not None}
 
 
 async def _rows(conn: AsyncConnection, statement: Any, **params: Any) -> list[Preference]:

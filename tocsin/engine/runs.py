@@ -13,7 +13,6 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tocsin.core.context import render_context
-from tocsin.core.cursors import BEFORE_ALL
 from tocsin.core.data import check_trigger_data
 from tocsin.core.definitions import OnOutcomeRule, StopRule, WaitUntilRule, WorkflowDefinition
 from tocsin.core.errors import DefinitionNotFound, InvalidRequest
@@ -23,13 +22,16 @@ from tocsin.core.moments import until_moment
 from tocsin.core.outcome import Branchable, outcome_of
 from tocsin.core.rules import Advance, Complete, EnterWait, Halt, Hold, RuleFailed, decide
 from tocsin.core.templates import RenderError, render_text
+from tocsin.core.vocabulary import DUE_RUN_STATES
 from tocsin.db import Database, store
 from tocsin.db import queries as q
 from tocsin.engine import batches
 from tocsin.engine.batches import Trigger
 from tocsin.engine.deliveries import move
-from tocsin.engine.planning import plan_next_step_delivery, run_context
+from tocsin.engine.planning import plan_next_step_delivery, write_plan
+from tocsin.engine.plans import plan_due, plan_outcome_advance, run_context
 from tocsin.engine.signals import earliest_cancelling_signal, stop_by_signal
+from tocsin.engine.sweep import progress_due_runs
 
 __all__ = [
     "cancel_run",
@@ -277,31 +279,6 @@ async def progress_run(db: Database, run_id: uuid.UUID, *, now: datetime) -> Pro
         return await _progress_locked(db, conn, run, now=now)
 
 
-async def progress_due_runs(
-    db: Database, *, now: datetime, limit: int = 1000, overdue_by: timedelta = timedelta(0)
-) -> list[Progress]:
-    """Progress waiting runs whose gate is due and close batches whose window has passed, oldest first, one
-    transaction each (SPEC 4.9, 11.5).
-
-    FOR UPDATE SKIP LOCKED: concurrent sweepers (and a workflow progressing the same run) never collide,
-    and a run that another transaction holds is simply left to it. `overdue_by` leaves alone the runs whose
-    own workflow timer is about to fire (the reconcile sweep only rescues lost timers).
-    """
-    results: list[Progress] = []
-    # Due batches (SPEC 11.5) close as due waits advance: each kind on its own index, batches first.
-    for statement in (q.NEXT_DUE_BATCH, q.NEXT_DUE_RUN):
-        after = BEFORE_ALL
-        while len(results) < limit:
-            async with db.transaction() as conn:
-                params = {"due_by": now - overdue_by, "after_due_at": after[0], "after_id": after[1]}
-                row = (await conn.execute(statement, params)).mappings().first()
-                if row is None:
-                    break
-                after = (row["due_at"], row["id"])
-                results.append(await _progress_locked(db, conn, Run.of(row), now=now))
-    return results
-
-
 async def mark_workflow_started(db: Database, run_id: uuid.UUID) -> None:
     """Record that the run's Temporal workflow was started (the reconcile sweep starts the others)."""
     async with db.transaction() as conn:
@@ -336,14 +313,10 @@ async def cancel_run(db: Database, run_id: uuid.UUID, *, tenant_id: str, reason:
 
 
 async def _progress_locked(db: Database, conn: AsyncConnection, run: Run, *, now: datetime) -> Progress:
-    if run.state == "collecting":
-        return await batches.progress_batch(db, conn, run, now=now)
-    if run.state == "waiting":
-        if run.due_at is None:
-            return Progress(kind="noop", run=run, reason="wait_missing_due_at")
-        if now < run.due_at:
-            return Progress(kind="noop", run=run, reason="wait_not_due")
-        return await _timed_advance(db, conn, run, now=now)
+    if run.state in DUE_RUN_STATES:
+        definition = await db.definition(run.definition_id, conn)
+        plan = plan_due(run, definition, await batches.items_of(conn, run, definition), now=now)
+        return await write_plan(conn, plan, now=now)
     if run.finished:
         return Progress(kind="noop", run=run, reason="run_not_active")
 
@@ -509,156 +482,11 @@ async def _outcome_advance(
 ) -> Progress:
     # The run leaves this step either way: a failed delivery must never be retried behind its back.
     await _retire_if_failed(conn, delivery, now=now)
-    if _over_limit(run, definition):
-        return await _stop_at_limit(conn, run, definition, "on_outcome", rule.to_step, delivery.id, now=now)
-    progressed = {
-        "rule_kind": "on_outcome",
-        "workflow_outcome": branch.outcome,
-        "anchor_delivery_id": str(delivery.id),
-        "from_step": run.current_step,
-        "to_step": rule.to_step,
-        **branch.evidence,
-    }
-    await store.append_transition(
-        conn,
-        run,
-        now=now,
-        reason="progressed_on_delivery_outcome",
-        from_state="active",
-        to_state="active",
-        step_key=run.current_step,
-        delivery_id=delivery.id,
-        context=progressed | _when(rule),
-    )
-    return await _activate(
-        conn,
-        run,
-        definition,
-        context,
-        rule_kind="on_outcome",
-        workflow_outcome=branch.outcome,
-        anchor_delivery_id=str(delivery.id),
-        to_step=rule.to_step,
-        when=rule.when,
-        now=now,
-    )
-
-
-async def _timed_advance(db: Database, conn: AsyncConnection, run: Run, *, now: datetime) -> Progress:
-    definition = await db.definition(run.definition_id, conn)
-    wait = run.status_context
-    to_step = str(wait["to_step"])
-    anchor_delivery_id = wait.get("anchor_delivery_id")
-    delivery_id = uuid.UUID(anchor_delivery_id) if anchor_delivery_id else None
-    if _over_limit(run, definition):
-        return await _stop_at_limit(conn, run, definition, "wait_until", to_step, delivery_id, now=now)
-    await store.append_transition(
-        conn,
-        run,
-        now=now,
-        reason="reactivated_from_wait",
-        from_state="waiting",
-        to_state="active",
-        step_key=run.current_step,
-        delivery_id=delivery_id,
-        context={**wait, "reactivated_at": store.iso(now)},
-    )
-    context = run_context(run, await batches.items_of(conn, run, definition))
-    return await _activate(
-        conn,
-        run,
-        definition,
-        context,
-        rule_kind="wait_until",
-        workflow_outcome="wait_elapsed",
-        anchor_delivery_id=anchor_delivery_id,
-        to_step=to_step,
-        when=wait.get("when"),
-        now=now,
-    )
-
-
-async def _activate(
-    conn: AsyncConnection,
-    run: Run,
-    definition: WorkflowDefinition,
-    context: dict[str, Any],
-    *,
-    rule_kind: str,
-    workflow_outcome: str,
-    anchor_delivery_id: str | None,
-    to_step: str,
-    when: str | None,
-    now: datetime,
-) -> Progress:
-    """Move the cursor to `to_step` and plan that activation's delivery (SPEC 4.4, both cases)."""
-    advanced = await store.fetch_one(
-        conn,
-        Run,
-        q.ACTIVATE_STEP,
-        run_id=run.id,
-        now=now,
-        current_step=to_step,
-        status_context={
-            "rule_kind": rule_kind,
-            "workflow_outcome": workflow_outcome,
-            "anchor_delivery_id": anchor_delivery_id,
-            "from_step": run.current_step,
-            "to_step": to_step,
-        }
-        | ({"when": when} if when is not None else {}),
-    )
-    planned = await plan_next_step_delivery(conn, advanced, definition, definition.step(to_step), context, now=now)
-    await store.append_transition(
-        conn,
-        advanced,
-        now=now,
-        reason="step_activated",
-        from_state="active",
-        to_state="active",
-        step_key=to_step,
-        delivery_id=planned.id,
-        context={"step_key": to_step, "source": "progression"},
-    )
-    return Progress(kind="advanced", run=advanced, deliveries=[planned])
+    plan = plan_outcome_advance(run, definition, context, delivery, rule.to_step, rule.when, branch)
+    return await write_plan(conn, plan, now=now)
 
 
 async def _retire_if_failed(conn: AsyncConnection, delivery: Delivery, *, now: datetime) -> None:
     """A `failed` delivery (temporary_failure) whose run leaves the step is cancelled as superseded."""
     if delivery.status == "failed":
         await move(conn, delivery, "cancelled", now=now, suppression_reason="superseded")
-
-
-def _over_limit(run: Run, definition: WorkflowDefinition) -> bool:
-    return run.step_activation + 1 > definition.max_step_activations
-
-
-async def _stop_at_limit(
-    conn: AsyncConnection,
-    run: Run,
-    definition: WorkflowDefinition,
-    rule_kind: str,
-    to_step: str,
-    delivery_id: uuid.UUID | None,
-    *,
-    now: datetime,
-) -> Progress:
-    context = {
-        "rule_kind": rule_kind,
-        "from_step": run.current_step,
-        "to_step": to_step,
-        "step_activation": run.step_activation,
-        "max_step_activations": definition.max_step_activations,
-    }
-    stopped = await store.finish_run(
-        conn,
-        run,
-        now=now,
-        state="stopped",
-        status_reason="step_limit_exceeded",
-        transition_reason="step_limit_exceeded",
-        context=context,
-        terminal_reason="limit:max_step_activations",
-        delivery_id=delivery_id,
-    )
-    return Progress(kind="stopped", run=stopped)

@@ -10,33 +10,29 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tocsin.core.definitions import Step, WorkflowDefinition
-from tocsin.core.models import Delivery, Run
+from tocsin.core.definitions import Step
+from tocsin.core.models import Delivery
 from tocsin.core.templates import RenderError, render_text
 from tocsin.core.windows import choose_zone, is_template, known_zone, next_opening
 from tocsin.db import queries as q
 from tocsin.db import store
-from tocsin.engine.preferences import recipient_timezone
 
 
-async def send_zone(
-    conn: AsyncConnection, run: Run, step: Step, definition: WorkflowDefinition, context: dict[str, Any]
-) -> tuple[str, ZoneInfo] | None:
-    """The zone the step's window is read in: the step's own (rendered) zone if it is a known one, else the
-    recipient's, else the definition's default. None for a step without a window."""
-    window = step.send_window
-    if window is None:
-        return None
-    own = window.timezone
+def own_zone(step: Step, context: dict[str, Any]) -> tuple[str, ZoneInfo] | None:
+    """The zone the step's window names itself (a literal, or a template rendered against the run's context) if
+    it is a known one; else None, and the recipient's zone is tried next (`fallback_zone`)."""
+    own = step.send_window.timezone if step.send_window is not None else None
     if own is not None and is_template(own):
         try:
             own = render_text(own, context, "send_window.timezone").strip()
         except RenderError:
             own = None  # a zone that cannot be rendered falls back, as an unknown one does
-    if own is not None and known_zone(own) is not None:
-        return choose_zone(own)
-    stored = await recipient_timezone(conn, tenant_id=run.tenant_id, recipient=run.recipient)
-    return choose_zone(stored, definition.default_timezone)
+    return choose_zone(own) if own is not None and known_zone(own) is not None else None
+
+
+def fallback_zone(recipient_zone: str | None, default_timezone: str) -> tuple[str, ZoneInfo]:
+    """The zone of a window whose step names no known one: the recipient's, else the definition's default."""
+    return choose_zone(recipient_zone, default_timezone)
 
 
 def window_opening(step: Step, zone: ZoneInfo | None, at: datetime) -> datetime | None:
