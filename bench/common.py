@@ -24,6 +24,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from tocsin.db import Database
+from tocsin.db.store import listen_statements
 
 # --- a database to benchmark against ----------------------------------------------------------------------
 
@@ -102,12 +103,14 @@ async def bench_database(server_url: str | None) -> AsyncIterator[Target]:
 
 
 class StatementCounter:
-    """Counts the SQL statements (before_cursor_execute) and transactions (begin) a Database sends."""
+    """Counts the SQL statements (before_cursor_execute, and those tocsin.db.store sends asyncpg itself) and
+    transactions (begin) a Database sends."""
 
     def __init__(self, db: Database) -> None:
         self.count = 0
         self.transactions = 0
         event.listen(db.engine.sync_engine, "before_cursor_execute", self._statement)
+        listen_statements(db.engine, self._statement)
         event.listen(db.engine.sync_engine, "begin", self._begin)
 
     def _statement(self, *_: object) -> None:

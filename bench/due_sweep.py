@@ -2,7 +2,7 @@
 in 1 and 2 processes, against the per-run sweep it replaced (one transaction per run) measured in the same run.
 
     .venv/bin/python -m bench.due_sweep [--database-url URL] [--runs N] [--total M] [--rounds R]
-        [--batch-size B] [--old-runs N] [--layouts distinct,tied] [--index]
+        [--batch-size B] [--old-runs N] [--layouts distinct,tied]
 
 Quick by default (1 000 due among 20 000); the issue's sizes: `--runs 10000 --total 1000000`.
 
@@ -15,9 +15,8 @@ are connected and warm. The sweeps are checked: every due run advanced exactly o
 
 `old`: the per-run sweep as it was before the set-based one (one `SELECT ... LIMIT 1 FOR UPDATE SKIP LOCKED`
 keyset step and one progress_run decision per transaction), over the first `--old-runs` due runs.
-`--index` replaces the waiting runs' (state, due_at) index by one on (due_at, id) WHERE state = 'waiting' in the
-templates (no migration: the bench's own), to see what that index changes. The EXPLAIN of the batch lock query
-(first and a middle batch) is printed for each layout, and of the old one-run step half way.
+The EXPLAIN of the batch lock query (first and a middle batch) is printed for each layout, and of the old one-run
+step half way (bench/due_index.py compares the index of revision 0005 with 0006's on ties).
 """
 
 from __future__ import annotations
@@ -144,12 +143,6 @@ CLONE = [
        FROM public.bench_ids i, tocsin.workflow_transitions x WHERE x.run_id = $1 ORDER BY i.n, x.seq""",
 ]
 CLONE_PARAMS = [("total", "due", "due_base", "far"), ("exemplar",), ("exemplar",), ("exemplar",), ("exemplar",)]
-# What an index migration on (due_at, id) would do (issue 14): replace the waiting runs' (state, due_at) index. Kept
-# beside it, the planner still picks the old one for LIMIT 500 and sorts each tie group.
-INDEX = [
-    "DROP INDEX tocsin.workflow_runs_waiting_due",
-    "CREATE INDEX workflow_runs_waiting_due ON tocsin.workflow_runs (due_at, id) WHERE state = 'waiting'",
-]
 
 
 async def exemplar(db: Database) -> uuid.UUID:
@@ -174,7 +167,7 @@ async def exemplar(db: Database) -> uuid.UUID:
     return run.id
 
 
-async def build(url: str, *, total: int, due: int, index: bool) -> None:
+async def build(url: str, *, total: int, due: int) -> None:
     """The `distinct` layout's runs: the exemplar (due last) and `total - 1` clones of it (the audit trail is
     append-only: the exemplar stays, one of the due runs)."""
     db = await Database.connect(url)
@@ -191,9 +184,6 @@ async def build(url: str, *, total: int, due: int, index: bool) -> None:
             for sql, names in zip(CLONE, CLONE_PARAMS, strict=True):
                 await conn.execute(sql, *(values[name] for name in names))
             await conn.execute("DROP TABLE public.bench_ids")
-            if index:
-                for sql in INDEX:
-                    await conn.execute(sql)
         await conn.execute("VACUUM (ANALYZE) ")
     finally:
         await conn.close()
@@ -377,7 +367,7 @@ async def run(args: argparse.Namespace) -> None:
         print(f"# command: {shlex.join(['.venv/bin/python', '-m', 'bench.due_sweep', *sys.argv[1:]])}")
         print(
             f"# runs={args.runs} due among total={args.total}; rounds={args.rounds}; batch_size={args.batch_size}; "
-            f"old sweep over {args.old_runs}; layouts={','.join(args.layouts)}; bench index (due_at, id): {args.index}"
+            f"old sweep over {args.old_runs}; layouts={','.join(args.layouts)}"
         )
         await body(target, args)
         print(f"\n# load average at the end: {loadavg()}")
@@ -388,7 +378,7 @@ async def body(target: Target, args: argparse.Namespace) -> None:
     shares: dict[tuple[str, Config], list[str]] = {}
     async with scratch_database(target.server_url) as distinct_url:
         began = time.perf_counter()
-        await build(distinct_url, total=args.total, due=args.runs, index=args.index)
+        await build(distinct_url, total=args.total, due=args.runs)
         print(f"# built {args.total} runs in {time.perf_counter() - began:.0f} s")
         templates = {"distinct": distinct_url}
         async with copy_of(target.server_url, _name(distinct_url)) as tied_url:
@@ -462,9 +452,6 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--old-runs", type=int, help="due runs the old per-run sweep takes (default: --runs)")
     parser.add_argument("--layouts", default="distinct,tied", help="distinct, tied or both (default both)")
-    parser.add_argument(
-        "--index", action="store_true", help="index the waiting runs on (due_at, id) instead of (state, due_at)"
-    )
     args = parser.parse_args(argv)
     args.old_runs = min(args.old_runs or args.runs, args.runs)
     args.layouts = [layout.strip() for layout in args.layouts.split(",") if layout.strip()]

@@ -9,8 +9,8 @@ sweeps also create and drop a few copies of a template database).
 
 Every latency is also printed as a ratio to the baseline measured in the same run: one trivial
 transaction (`SELECT 1` inside `Database.transaction()`), so "advance 6.0x" reads "an advance costs about
-six trivial transactions". `stmts/op` counts the SQL statements the operation sent (BEGIN/COMMIT and the
-pool's pre-ping are not counted); `py CPU ms` is this process's CPU time per operation (tocsin, SQLAlchemy,
+six trivial transactions". `stmts/op` counts the SQL statements the operation sent (BEGIN/COMMIT are not
+counted); `py CPU ms` is this process's CPU time per operation (tocsin, SQLAlchemy,
 asyncpg), the rest of the latency being Postgres and the round trips to it.
 """
 
@@ -229,7 +229,7 @@ async def run(args: argparse.Namespace) -> None:
             f"# runs={args.runs} (in {args.rounds} interleaved rounds) sweep_runs={args.sweep_runs} "
             f"sweep_rounds={args.sweep_rounds} callers={CALLERS} contention_rounds={args.contention_rounds}"
         )
-        db = await Database.connect(target.url)  # the library's defaults: pool 10 + overflow 10, pre-ping on
+        db = await Database.connect(target.url)  # the library's defaults: pool 10 + overflow 10
         try:
             await body(db, target, args)
         finally:
@@ -265,14 +265,15 @@ async def body(db: Database, target: Target, args: argparse.Namespace) -> None:
     await register_definition(db, ESCALATION, now=T0)
     async with db.transaction() as conn:
         await conn.execute(text("CREATE TABLE public.bench_scratch (id bigserial PRIMARY KEY, at timestamptz)"))
-    no_ping = Database(create_async_engine(async_url(target.url), pool_size=10, max_overflow=10, pool_pre_ping=False))
+    # What SQLAlchemy's pre-ping (tocsin's liveness check before issue 14) adds to every checkout.
+    pinged = Database(create_async_engine(async_url(target.url), pool_size=10, max_overflow=10, pool_pre_ping=True))
     raw = await asyncpg.connect(target.url)
     # Waiting runs for the noop, due long after everything else here.
     noop_runs = await waiting_runs(db, 20, landed_at=T0 + timedelta(days=100))
     try:
-        ops = await sequential(db, no_ping, raw, counter, noop_runs, runs=args.runs, rounds=args.rounds)
+        ops = await sequential(db, pinged, raw, counter, noop_runs, runs=args.runs, rounds=args.rounds)
     finally:
-        await no_ping.close()
+        await pinged.close()
         await raw.close()
     base = ops[0].stats
     print("\n## Per-operation latency: one caller, sequential, interleaved rounds\n")
@@ -302,7 +303,7 @@ def line(row: Row, base: Stats) -> list[str]:
 
 async def sequential(
     db: Database,
-    no_ping: Database,
+    pinged: Database,
     raw: asyncpg.Connection,
     counter: StatementCounter,
     noop_runs: list[Run],
@@ -317,8 +318,8 @@ async def sequential(
         async with db.transaction() as conn:
             await conn.execute(text("SELECT 1"))
 
-    async def trivial_no_ping() -> None:
-        async with no_ping.transaction() as conn:
+    async def trivial_pinged() -> None:
+        async with pinged.transaction() as conn:
             await conn.execute(text("SELECT 1"))
 
     async def trivial_raw() -> None:
@@ -336,7 +337,7 @@ async def sequential(
 
     baseline = Op("(a) baseline: SELECT 1 in db.transaction()", counter)
     refs = [
-        (Op("ref: the same with pool_pre_ping=False", None), trivial_no_ping),
+        (Op("ref: the same with SQLAlchemy's pool_pre_ping=True", None), trivial_pinged),
         (Op("ref: the same on raw asyncpg, one held connection", None), trivial_raw),
         (Op("ref: 10 x SELECT 1 in one db.transaction()", counter), ten_selects),
         (Op("ref: one-row INSERT in db.transaction() (commit flushes WAL)", counter), one_insert),

@@ -6,14 +6,15 @@ import ipaddress
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Self
+from typing import Self, TypedDict
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, PrivateAttr, field_validator, model_validator
+from pydantic import AliasChoices, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.envconfig import ClientConfigProfile, ClientConnectConfig
 from temporalio.service import TLSConfig
+from temporalio.worker import PollerBehavior, PollerBehaviorAutoscaling, PollerBehaviorSimpleMaximum
 
 from tocsin.core.errors import ConfigurationError
 from tocsin.db.database import connect_options
@@ -36,6 +37,41 @@ TEMPORAL_SDK_ENV_NAMES = frozenset(
         "TEMPORAL_TLS_CLIENT_KEY_DATA",
     }
 )
+
+
+# The Temporal SDK worker's own defaults (temporalio 1.35), kept by the settings and by build_worker.
+DEFAULT_MAX_CACHED_WORKFLOWS = 1000
+DEFAULT_MAX_CONCURRENT_TASKS = 100
+DEFAULT_POLLERS = PollerBehaviorSimpleMaximum(maximum=5)
+# The SDK refuses fewer than two workflow task pollers while workflows are cached (the sticky and the
+# normal queue each need one); activity tasks need one.
+POLLER_MINIMUMS = {"worker_workflow_task_pollers": 2, "worker_activity_task_pollers": 1}
+
+
+class WorkerTuning(TypedDict):
+    """The SDK worker's options that decide what one worker process holds and runs at once: build_worker's
+    keyword arguments of the same names (bench/RESULTS.md, "Idle scale", measures what the cache costs)."""
+
+    max_cached_workflows: int
+    max_concurrent_workflow_tasks: int
+    max_concurrent_activities: int
+    workflow_task_poller_behavior: PollerBehavior
+    activity_task_poller_behavior: PollerBehavior
+
+
+def poller_behavior(value: str, *, minimum: int) -> PollerBehavior:
+    """`N` (at most N polls at once, as the SDK's default of 5 does) or `auto` (the SDK scales the number of
+    polls by the server's feedback), else ValueError saying what is expected."""
+    if value.strip().lower() == "auto":
+        return PollerBehaviorAutoscaling()
+    expected = f"expected a number of pollers (at least {minimum}) or 'auto', got {value!r}"
+    try:
+        maximum = int(value)
+    except ValueError:
+        raise ValueError(expected) from None
+    if maximum < minimum:
+        raise ValueError(expected)
+    return PollerBehaviorSimpleMaximum(maximum=maximum)
 
 
 def env(*names: str) -> AliasChoices:
@@ -126,6 +162,23 @@ class Settings(BaseSettings):
     otel_tracing: bool = Field(False, validation_alias=env("TOCSIN_OTEL_TRACING"))
     log_level: str = Field("INFO", validation_alias=env("TOCSIN_LOG_LEVEL"))
 
+    # `tocsin worker`'s Temporal tuning (README "Running in production"); see WorkerTuning.
+    worker_max_cached_workflows: int = Field(
+        DEFAULT_MAX_CACHED_WORKFLOWS, ge=0, validation_alias=env("TOCSIN_WORKER_MAX_CACHED_WORKFLOWS")
+    )
+    worker_max_concurrent_workflow_tasks: int = Field(
+        DEFAULT_MAX_CONCURRENT_TASKS, ge=2, validation_alias=env("TOCSIN_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS")
+    )
+    worker_max_concurrent_activities: int = Field(
+        DEFAULT_MAX_CONCURRENT_TASKS, ge=1, validation_alias=env("TOCSIN_WORKER_MAX_CONCURRENT_ACTIVITIES")
+    )
+    worker_workflow_task_pollers: str = Field(
+        str(DEFAULT_POLLERS.maximum), validation_alias=env("TOCSIN_WORKER_WORKFLOW_TASK_POLLERS")
+    )
+    worker_activity_task_pollers: str = Field(
+        str(DEFAULT_POLLERS.maximum), validation_alias=env("TOCSIN_WORKER_ACTIVITY_TASK_POLLERS")
+    )
+
     @field_validator("temporal_namespace", "task_queue", "smtp_sender")
     @classmethod
     def _not_blank(cls, value: str) -> str:
@@ -174,6 +227,29 @@ class Settings(BaseSettings):
         except ValueError as exc:
             raise _invalid(str(exc)) from None
         return value
+
+    @field_validator("worker_workflow_task_pollers", "worker_activity_task_pollers")
+    @classmethod
+    def _pollers(cls, value: str, info: ValidationInfo) -> str:
+        try:
+            poller_behavior(value, minimum=POLLER_MINIMUMS[str(info.field_name)])
+        except ValueError as exc:
+            raise _invalid(str(exc)) from None
+        return value
+
+    @property
+    def worker_tuning(self) -> WorkerTuning:
+        return WorkerTuning(
+            max_cached_workflows=self.worker_max_cached_workflows,
+            max_concurrent_workflow_tasks=self.worker_max_concurrent_workflow_tasks,
+            max_concurrent_activities=self.worker_max_concurrent_activities,
+            workflow_task_poller_behavior=poller_behavior(
+                self.worker_workflow_task_pollers, minimum=POLLER_MINIMUMS["worker_workflow_task_pollers"]
+            ),
+            activity_task_poller_behavior=poller_behavior(
+                self.worker_activity_task_pollers, minimum=POLLER_MINIMUMS["worker_activity_task_pollers"]
+            ),
+        )
 
     # Private: not in repr or dumps, where an API key would leak.
     _temporal_connect: ClientConnectConfig = PrivateAttr(default_factory=lambda: ClientConnectConfig())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -40,6 +40,7 @@ from tocsin.db import Database
 from tocsin.db import tables as t
 from tocsin.engine import cancel_run, create_run, progress_due_runs, progress_run
 from tocsin.engine.reads import get_run
+from tocsin.engine.reconcile import progress_overdue_runs, unstarted_runs
 from tocsin.engine.registry import register_definition
 
 I = t.run_items  # noqa: E741
@@ -321,6 +322,20 @@ async def test_progress_due_runs_closes_due_batches_and_advances_due_waits(diges
     assert await progress_due_runs(db, now=later(t0, minutes=14, seconds=59)) == []
     (last,) = await progress_due_runs(db, now=later(t0, minutes=15))
     assert (last.run.id, last.run.status_context) == (later_batch.id, {"rule_kind": "batch", "items": 1})
+
+
+async def test_the_reconcile_sweep_starts_a_lost_batch_and_closes_one_whose_timer_was_lost(
+    digest: Database, t0: datetime
+) -> None:
+    db = digest
+    run, _ = await trigger(db, t0, "c1")
+    grace = timedelta(seconds=120)
+    assert [r.id for r in await unstarted_runs(db, now=later(t0, seconds=121), grace=grace)] == [run.id]
+    due = later(t0, minutes=10)
+    # Its own workflow's timer fires at due: the sweep leaves it alone within the grace.
+    assert await progress_overdue_runs(db, now=due + grace - timedelta(seconds=1), grace=grace) == []
+    (closed,) = await progress_overdue_runs(db, now=due + grace, grace=grace)
+    assert (closed.run.id, closed.kind, closed.run.status_reason) == (run.id, "advanced", "batch_closed")
 
 
 async def test_later_steps_see_the_items_and_their_count(digest: Database, t0: datetime) -> None:

@@ -327,7 +327,8 @@ def test_runs_list_pages_with_a_cursor(cli: Cli, fresh_db_url: str) -> None:
 def test_runs_list_with_an_unknown_state_exits_2(cli: Cli) -> None:
     line = cli.error("runs", "list", "--tenant", TENANT, "--state", "sleeping", code=2)
 
-    assert line == "error: unknown run state 'sleeping'; expected one of active, waiting, completed, stopped"
+    states = "active, waiting, collecting, completed, stopped"
+    assert line == f"error: unknown run state 'sleeping'; expected one of {states}"
 
 
 def test_runs_cancel_stops_a_waiting_run(cli_temporal: Cli, fresh_db_url: str) -> None:

@@ -3,13 +3,16 @@ URLs (`?sslmode=disable`, `application_name`, `connect_timeout`, `options`) work
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
+from temporalio.worker import PollerBehaviorAutoscaling, PollerBehaviorSimpleMaximum, Worker
 from typer.testing import CliRunner
 
 from tocsin.cli.app import app
 from tocsin.db import Database
 from tocsin.db.database import URL_PARAMETERS, connect_options
-from tocsin.settings import ENV_NAMES, Settings
+from tocsin.settings import ENV_NAMES, Settings, WorkerTuning
 
 RUNNER = CliRunner()
 
@@ -49,6 +52,12 @@ REFUSED = [
     ("TOCSIN_DATABASE_URL", "postgresql://db/x?connect_timeout=0", "connect_timeout must be a positive number"),
     ("TOCSIN_DATABASE_URL", "postgresql://db/x?connect_timeout=soon", "connect_timeout must be a number"),
     ("TOCSIN_DATABASE_URL", "postgresql://db/x?sslmode=disable&sslmode=require", "sslmode is given more than once"),
+    ("TOCSIN_WORKER_MAX_CACHED_WORKFLOWS", "-1", "greater than or equal to 0"),
+    ("TOCSIN_WORKER_MAX_CACHED_WORKFLOWS", "lots", "valid integer"),
+    ("TOCSIN_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS", "1", "greater than or equal to 2"),
+    ("TOCSIN_WORKER_MAX_CONCURRENT_ACTIVITIES", "0", "greater than or equal to 1"),
+    ("TOCSIN_WORKER_WORKFLOW_TASK_POLLERS", "1", "expected a number of pollers (at least 2) or 'auto', got '1'"),
+    ("TOCSIN_WORKER_ACTIVITY_TASK_POLLERS", "some", "expected a number of pollers (at least 1) or 'auto', got 'some'"),
 ]
 
 
@@ -69,6 +78,35 @@ def test_every_setting_is_covered() -> None:
     unchecked = {"TOCSIN_SMTP_HOST", "TOCSIN_SMTP_USERNAME", "TOCSIN_SMTP_PASSWORD"}  # any text is a value
     names = {str(choice) for field in Settings.model_fields.values() for choice in field.validation_alias.choices}  # type: ignore[union-attr]
     assert names - unchecked == {name for name, _, _ in REFUSED}
+
+
+def test_the_worker_tuning_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    tuning = {
+        "TOCSIN_WORKER_MAX_CACHED_WORKFLOWS": "0",
+        "TOCSIN_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS": "20",
+        "TOCSIN_WORKER_MAX_CONCURRENT_ACTIVITIES": "30",
+        "TOCSIN_WORKER_WORKFLOW_TASK_POLLERS": "Auto",
+        "TOCSIN_WORKER_ACTIVITY_TASK_POLLERS": "1",
+    }
+    for name, value in tuning.items():
+        monkeypatch.setenv(name, value)
+    assert Settings().worker_tuning == WorkerTuning(
+        max_cached_workflows=0,
+        max_concurrent_workflow_tasks=20,
+        max_concurrent_activities=30,
+        workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
+        activity_task_poller_behavior=PollerBehaviorSimpleMaximum(maximum=1),
+    )
+
+
+def test_unset_the_worker_tuning_is_the_sdk_workers_default() -> None:
+    sdk = inspect.signature(Worker.__init__).parameters
+    tuning = Settings().worker_tuning
+    assert tuning["max_cached_workflows"] == sdk["max_cached_workflows"].default
+    assert tuning["workflow_task_poller_behavior"] == sdk["workflow_task_poller_behavior"].default
+    assert tuning["activity_task_poller_behavior"] == sdk["activity_task_poller_behavior"].default
+    # The SDK's None for these means its fixed-size tuner's 100 slots.
+    assert (tuning["max_concurrent_workflow_tasks"], tuning["max_concurrent_activities"]) == (100, 100)
 
 
 @pytest.mark.parametrize(

@@ -38,7 +38,7 @@ def test_histories_are_present() -> None:
         "send_window_across_dst",
         "retry_waits_for_window",
         "feedback_deadline",
-        # SPEC 11.5 (tests/temporal/test_batches.py): a batch collecting until its window closes, woken by joins.
+        # SPEC 11.5 (tests/temporal/test_digests.py): a batch collecting until its window closes, woken by joins.
         "digest_of_five",
     } <= set(HISTORIES)
     assert "userMetadata" not in HISTORIES["mention_completed"]

@@ -64,7 +64,8 @@ def test_a_passing_and_a_failing_journey_test_in_a_project_of_its_own(project: P
 
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
-    assert re.search(r"^FAILED tests/test_stuck\.py::test_a_provider_slower_than_the_test", output, re.MULTILINE), output
+    failed = r"^FAILED tests/test_stuck\.py::test_a_provider_slower_than_the_test"
+    assert re.search(failed, output, re.MULTILINE), output
     assert re.search(r"\b1 failed, 2 passed\b", output), output
     # The failure says where the run stands, not just that time ran out.
     assert re.search(

@@ -236,3 +236,16 @@ def test_conditions_windows_and_until_waits_as_mermaid() -> None:
 
 def test_conditions_windows_and_until_waits_as_dot() -> None:
     assert dot(WorkflowDefinition.parse(JOURNEY_FEATURES)) == JOURNEY_FEATURES_DOT
+
+
+def test_a_batched_journey_s_start_edge_says_its_batch() -> None:
+    digest = {
+        "key": "digest",
+        "version": 1,
+        "batch": {"window": "PT10M", "key": "{{ post_id }}", "max_items": 50},
+        "steps": [{"key": "email", "channel": "email"}],
+    }
+    definition = WorkflowDefinition.parse(digest)
+    assert '    start -->|"batch PT10M per {{ post_id }}<br/>up to 50 items"| s0\n' in mermaid(definition)
+    unkeyed = WorkflowDefinition.parse({**digest, "batch": {"window": "P1D"}})
+    assert '    start -> s0 [label="batch P1D\\nup to 100 items"];\n' in dot(unkeyed)

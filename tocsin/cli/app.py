@@ -343,7 +343,7 @@ async def worker(database_url: DatabaseUrl = None, temporal_address: TemporalAdd
     async with await open_database(settings) as db:
         channels = channels_from_settings(settings)
         await warn_unknown_channels(db, channels)
-        journeys = build_worker(client, db, task_queue=settings.task_queue, channels=channels)
+        journeys = build_worker(client, db, task_queue=settings.task_queue, channels=channels, **settings.worker_tuning)
         await ensure_reconcile_schedule(
             client, task_queue=settings.task_queue, grace_seconds=settings.reconcile_grace_seconds
         )

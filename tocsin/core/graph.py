@@ -4,7 +4,8 @@ Steps are nodes (key, channel, `when`, send window, `required`); rules are label
 step, a stop to the `stopped` end, a wait to its step with its delay in ISO-8601 (`PT2H`) or its `until`
 template and offset, and to `stopped` for each cancel signal; a rule's `when` is a second line of its label. A
 step that may complete the run on its other outcomes (no wait rule without `when`) has an edge to `completed`.
-A start node points at the first step. Pure: no I/O.
+A start node points at the first step; for a batched journey (SPEC 11.5) that edge says the batch's window, key
+and max_items. Pure: no I/O.
 
 What the diagrams show follows the rules engine (tocsin.core.rules): an outcome without a rule waits when
 a wait rule fires, and completes the run when none does (there is none, or every one's `when` is false).
@@ -62,10 +63,18 @@ def _rule_label(text: str, rule: OnOutcomeRule | StopRule | WaitUntilRule) -> tu
     return (text,) if rule.when is None else (text, f"when {rule.when}")
 
 
+def _start_label(definition: WorkflowDefinition) -> tuple[str, ...]:
+    batch = definition.batch
+    if batch is None:
+        return ()
+    scope = f" per {batch.key}" if batch.key is not None else ""
+    return (f"batch {iso_duration(batch.window_seconds)}{scope}", f"up to {batch.max_items} items")
+
+
 def edges(definition: WorkflowDefinition) -> list[Edge]:
     """Every edge of the diagram, in the order of the steps and of their rules."""
     ids = {step.key: _node_id(i) for i, step in enumerate(definition.steps)}
-    found = [Edge(START, ids[definition.first_step.key])]
+    found = [Edge(START, ids[definition.first_step.key], _start_label(definition))]
     for step in definition.steps:
         source = ids[step.key]
         for rule in step.progress:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 # `collecting` (SPEC 11.5): a batch open to more triggers, before its first step.
-RunState = Literal["active", "waiting", "completed", "stopped", "collecting"]
+RunState = Literal["active", "waiting", "collecting", "completed", "stopped"]
 RUN_STATES: tuple[RunState, ...] = get_args(RunState)
 # A run in one of these states may still change; the others are final.
 UNFINISHED_RUN_STATES: tuple[RunState, ...] = ("active", "waiting", "collecting")

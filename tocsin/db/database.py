@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +16,9 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, event
 from sqlalchemy.engine import URL, ExceptionContext, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, QueuePool
 
 from tocsin.core.definitions import WorkflowDefinition
 from tocsin.db import queries as q
@@ -177,8 +177,43 @@ def _invalidate_lost_sessions(context: ExceptionContext) -> None:
     cause = error.__cause__ if error.__cause__ is not None else error
     if session_lost(cause) or session_lost(error):
         context.is_disconnect = True
-        # One backend ended (a terminated session) says nothing of the others: pre-ping checks them at checkout.
+        # One backend ended (a terminated session) says nothing of the others: each is checked by its next BEGIN.
         context.invalidate_pool_on_disconnect = False
+
+
+def driver_of(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under `conn`, or None if it has none now (invalidated: SQLAlchemy must reconnect).
+    Read without AsyncConnection.get_raw_connection's greenlet hop: a valid connection needs no I/O for it."""
+    sync = conn.sync_connection
+    if sync is None or sync.invalidated:
+        return None
+    return sync.connection.driver_connection
+
+
+async def driver_failed(
+    conn: AsyncConnection, error: BaseException, statement: str | None = None, parameters: Sequence[Any] = ()
+) -> BaseException:
+    """What to raise for an error asyncpg raised on `conn` outside SQLAlchemy's execute (Database.transaction's
+    BEGIN and COMMIT, tocsin.db.store's statements): the same as SQLAlchemy would. A lost session (or an
+    interrupted operation, which leaves the protocol out of step) invalidates the connection, so the pool never
+    hands it out again; asyncpg's own errors become SQLAlchemy's DBAPIError subclasses (IntegrityError, ...)
+    with `connection_invalidated` set; anything else (a client timeout, a cancellation) is raised as it is."""
+    lost = session_lost(error) or not isinstance(error, Exception)
+    if lost and not conn.invalidated:
+        await conn.invalidate()
+    dbapi = conn.dialect.loaded_dbapi
+    # The asyncpg exception -> DBAPI exception table of SQLAlchemy's asyncpg dialect, most specific first.
+    for kind in type(error).__mro__:
+        adapted = dbapi._asyncpg_error_translate.get(kind)
+        if adapted is not None:
+            orig = adapted(error.args[0] if error.args else str(error), error)
+            orig.__cause__ = error
+            wrapped: BaseException = DBAPIError.instance(
+                statement, list(parameters), orig, dbapi.Error, connection_invalidated=lost, dialect=conn.dialect
+            )
+            wrapped.__cause__ = orig
+            return wrapped
+    return error
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -193,6 +228,11 @@ class Database:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        # Database.transaction's connections: asyncpg runs their transaction, SQLAlchemy sends no BEGIN of its own.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # A pool full of dead sessions (a restarted server) is tried through, then a new connection.
+        pool = engine.sync_engine.pool
+        self._begin_attempts = (pool.size() if isinstance(pool, QueuePool) else 0) + 2
         # Definitions are immutable once registered, so a parsed copy never goes stale.
         self._definitions: dict[uuid.UUID, WorkflowDefinition] = {}
         self._options: ConnectOptions | None = None
@@ -209,14 +249,14 @@ class Database:
     ) -> Database:
         """Open a pool on `url`. No call waits for ever: connecting is bounded by the URL's connect_timeout
         (else CONNECT_TIMEOUT_SECONDS), a statement by `statement_timeout`, a wait for a free connection by
-        `pool_timeout`. A connection whose operation failed half-way is dropped, never handed out again."""
+        `pool_timeout`. A connection whose operation failed half-way is dropped, never handed out again; so is one
+        whose session ended while it sat in the pool, found by the transaction's BEGIN (no pre-ping round trip)."""
         options = connect_options(url)
         engine = create_async_engine(
             options.url,
             pool_size=pool_size,
             max_overflow=max_overflow,
             pool_timeout=pool_timeout,
-            pool_pre_ping=True,
             connect_args=options.connect_args(statement_timeout=statement_timeout),
         )
         event.listen(engine.sync_engine, "handle_error", _invalidate_lost_sessions)
@@ -232,9 +272,59 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        """One transaction: committed when the block ends, rolled back if it raises."""
-        async with self.engine.begin() as conn:
+        """One transaction: committed when the block ends, rolled back if it raises.
+
+        asyncpg runs it (BEGIN, then COMMIT or ROLLBACK) on a connection SQLAlchemy treats as autocommit, so the
+        statements tocsin.db.store sends to the driver itself and any sent through SQLAlchemy share it."""
+        conn, transaction = await self._begin()
+        try:
             yield conn
+        except BaseException:
+            try:
+                await transaction.rollback()
+            except BaseException as failed:
+                # The block's error is the one to see; the connection is dropped if its rollback failed.
+                await driver_failed(conn, failed)
+            await conn.close()
+            raise
+        try:
+            await transaction.commit()
+        except BaseException as error:
+            failure = await driver_failed(conn, error, "COMMIT")
+            await conn.close()
+            if failure is error:
+                raise
+            raise failure from error
+        await conn.close()
+
+    async def _begin(self) -> tuple[AsyncConnection, Any]:
+        """A pooled connection with a transaction begun on it.
+
+        The BEGIN is the connection's liveness check: it is the transaction's first round trip anyway, and a
+        session that ended while it sat in the pool (a terminated backend, a restarted server) fails it before
+        anything ran, so the connection is dropped and the next one tried. A pre-ping would cost three more
+        round trips per transaction (SQLAlchemy's asyncpg ping is BEGIN; ";"; ROLLBACK)."""
+        attempt = 0
+        while True:
+            attempt += 1
+            conn = await self._autocommit.connect()
+            try:
+                driver = driver_of(conn)
+                assert driver is not None  # a connection just checked out is valid
+                transaction = driver.transaction()
+                await transaction.start()
+            except BaseException as error:
+                failure = await driver_failed(conn, error, "BEGIN")
+                await conn.close()
+                # A session found ended is replaced at once; a server that does not answer (a client timeout)
+                # is not asked again: the caller sees the timeout, as from any statement.
+                ended = session_lost(error) and not isinstance(error, TimeoutError)
+                if not ended or attempt >= self._begin_attempts:
+                    if failure is error:
+                        raise
+                    raise failure from error
+                continue
+            return conn, transaction
 
     async def migrate(self, revision: str = "head") -> None:
         await self._alembic(command.upgrade, revision)

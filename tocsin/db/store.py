@@ -2,23 +2,36 @@
 (locking a run, then its delivery; moving them; appending to the audit trail and the attempt log).
 
 Every function takes the open transaction's connection; none commits.
+
+Inside `Database.transaction()` a statement goes to asyncpg directly: compiled by SQLAlchemy once (per
+statement and set of parameter names, exactly as its own execute would compile it), prepared once per
+connection by asyncpg's statement cache, its parameters bound and its rows read with the same type processing
+as SQLAlchemy's. SQLAlchemy's execute costs ~110 us of Python per statement on top of asyncpg's ~65 us, about
+half of a decision's client time (bench/RESULTS.md, issue 14). Errors are raised as SQLAlchemy would
+(`tocsin.db.database.driver_failed`). A connection outside such a transaction, or a statement with an IN
+list that SQLAlchemy expands per call, goes through SQLAlchemy's execute as before.
 """
 
 from __future__ import annotations
 
 import uuid
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 from sqlalchemy import Executable
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import Pool
 
 from tocsin.core.errors import DeliveryNotFound, RunNotFound
 from tocsin.core.models import Delivery, Row, Run, StartedRun
 from tocsin.db import queries as q
+from tocsin.db.database import driver_failed, driver_of
 
 M = TypeVar("M", bound=Row)
+StatementListener = Callable[[str, Sequence[Any]], None]
 
 # (tenant-scoped, locked) -> the statement that reads one run by id.
 _RUN_BY_ID = {
@@ -44,31 +57,150 @@ class SignalRef:
     name: str
 
 
+# --- sending a statement ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Bind:
+    name: str
+    required: bool  # a named parameter the caller passes; else a value written in the statement itself
+    value: Any
+    process: Callable[[Any], Any] | None
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    """A statement as SQLAlchemy's asyncpg dialect compiles it: the text, its $n parameters, its columns."""
+
+    statement: Executable  # kept alive: the cache is keyed by its id
+    sql: str
+    binds: tuple[_Bind, ...]
+    columns: tuple[str, ...]
+    process: tuple[Callable[[Any], Any] | None, ...]
+
+
+_COMPILED: dict[tuple[int, frozenset[str]], _Compiled | None] = {}
+_LISTENERS: weakref.WeakKeyDictionary[Pool, list[StatementListener]] = weakref.WeakKeyDictionary()
+
+
+def listen_statements(engine: AsyncEngine, listener: StatementListener) -> None:
+    """Call `listener(sql, parameters)` for every statement this module sends to asyncpg on `engine`'s pool
+    (SQLAlchemy's `before_cursor_execute` event sees the statements sent through SQLAlchemy)."""
+    _LISTENERS.setdefault(engine.sync_engine.pool, []).append(listener)
+
+
+def _compiled(conn: AsyncConnection, statement: Executable, params: dict[str, Any]) -> _Compiled | None:
+    # SQLAlchemy compiles an INSERT or UPDATE for the parameter names it is given: so does this cache.
+    key = (id(statement), frozenset(params))
+    if key in _COMPILED:
+        return _COMPILED[key]
+    dialect = conn.dialect
+    compiled = statement.compile(dialect=dialect, column_keys=sorted(params))  # type: ignore[attr-defined]
+    found: _Compiled | None = None
+    if not any(bind.expanding for bind in compiled.binds.values()):
+        values = compiled.construct_params(_check=False)
+        found = _Compiled(
+            statement,
+            compiled.string,
+            tuple(
+                _Bind(
+                    name,
+                    compiled.binds[name].required,
+                    values.get(name),
+                    compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect),
+                )
+                for name in compiled.positiontup or ()
+            ),
+            tuple(column[0] for column in compiled._result_columns),
+            tuple(
+                column[3].dialect_impl(dialect).result_processor(dialect, None) for column in compiled._result_columns
+            ),
+        )
+    _COMPILED[key] = found
+    return found
+
+
+async def _rows(conn: AsyncConnection, statement: Executable, params: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The statement's rows, sent to asyncpg directly; None where SQLAlchemy must send it (see the module doc)."""
+    compiled = _compiled(conn, statement, params)
+    if compiled is None:
+        return None
+    driver = driver_of(conn)
+    if driver is None or not driver.is_in_transaction():
+        return None
+    args = []
+    for bind in compiled.binds:
+        value = params[bind.name] if bind.required else params.get(bind.name, bind.value)
+        args.append(bind.process(value) if bind.process is not None else value)
+    for listener in _LISTENERS.get(conn.sync_engine.pool, ()):
+        listener(compiled.sql, args)
+    try:
+        records = await driver.fetch(compiled.sql, *args)
+    except BaseException as error:
+        failure = await driver_failed(conn, error, compiled.sql, args)
+        if failure is error:
+            raise
+        raise failure from error
+    columns, process = compiled.columns, compiled.process
+    if not columns:  # a textual statement: its columns are what the server named them
+        return [dict(record.items()) for record in records]
+    return [
+        {name: (p(value) if p is not None else value) for name, p, value in zip(columns, process, record, strict=True)}
+        for record in records
+    ]
+
+
 async def fetch_one(conn: AsyncConnection, model: type[M], statement: Executable, **params: Any) -> M:
     """The one row a statement returns (an INSERT or UPDATE ... RETURNING), as a model."""
-    return model.of((await conn.execute(statement, params)).mappings().one())
+    rows = await _rows(conn, statement, params)
+    if rows is None:
+        return model.of((await conn.execute(statement, params)).mappings().one())
+    if len(rows) != 1:
+        raise RuntimeError(f"expected one row, got {len(rows)}")
+    return model.of(rows[0])
 
 
 async def fetch_first(conn: AsyncConnection, model: type[M], statement: Executable, **params: Any) -> M | None:
-    row = (await conn.execute(statement, params)).mappings().first()
-    return model.of(row) if row is not None else None
+    rows = await _rows(conn, statement, params)
+    if rows is None:
+        row = (await conn.execute(statement, params)).mappings().first()
+        return model.of(row) if row is not None else None
+    return model.of(rows[0]) if rows else None
 
 
 async def fetch_all(conn: AsyncConnection, model: type[M], statement: Executable, **params: Any) -> list[M]:
-    return [model.of(row) for row in (await conn.execute(statement, params)).mappings().all()]
+    rows = await _rows(conn, statement, params)
+    if rows is None:
+        return [model.of(row) for row in (await conn.execute(statement, params)).mappings().all()]
+    return [model.of(row) for row in rows]
+
+
+async def first_row(conn: AsyncConnection, statement: Executable, **params: Any) -> dict[str, Any] | None:
+    """The first row a statement returns, by column name; None if it returns none."""
+    rows = await _rows(conn, statement, params)
+    if rows is None:
+        row = (await conn.execute(statement, params)).mappings().first()
+        return dict(row) if row is not None else None
+    return rows[0] if rows else None
 
 
 async def fetch_rows(conn: AsyncConnection, statement: Executable, **params: Any) -> list[dict[str, Any]]:
     """The rows a statement returns, by column name (for a statement that returns part of a row)."""
-    return [dict(row) for row in (await conn.execute(statement, params)).mappings().all()]
+    rows = await _rows(conn, statement, params)
+    if rows is None:
+        return [dict(row) for row in (await conn.execute(statement, params)).mappings().all()]
+    return rows
 
 
 async def execute(conn: AsyncConnection, statement: Executable, **params: Any) -> None:
-    await conn.execute(statement, params)
+    if await _rows(conn, statement, params) is None:
+        await conn.execute(statement, params)
 
 
 async def scalar(conn: AsyncConnection, statement: Executable, **params: Any) -> Any:
-    return await conn.scalar(statement, params)
+    """The first column of the first row; None if there is no row."""
+    row = await first_row(conn, statement, **params)
+    return next(iter(row.values())) if row is not None else None
 
 
 # --- runs ----------------------------------------------------------------------------------------------------
@@ -87,8 +219,7 @@ async def get_run(conn: AsyncConnection, run_id: uuid.UUID, *, tenant_id: str | 
 async def run_by_trigger_key(conn: AsyncConnection, tenant_id: str, idempotency_key: str) -> StartedRun | None:
     """The run a trigger's key names (SPEC 4.0, 11.5): by the run's own key, or an item's of a batched run;
     `joined` when that item is not its batch's first."""
-    params = {"tenant_id": tenant_id, "idempotency_key": idempotency_key}
-    row = (await conn.execute(q.RUN_BY_TRIGGER_KEY, params)).mappings().first()
+    row = await first_row(conn, q.RUN_BY_TRIGGER_KEY, tenant_id=tenant_id, idempotency_key=idempotency_key)
     return StartedRun.of({**row, "joined": row["item_position"] > 1}) if row is not None else None
 
 
@@ -255,8 +386,8 @@ async def insert_attempt(
 
 
 async def latest_attempt(conn: AsyncConnection, delivery_id: uuid.UUID) -> AttemptOutcome | None:
-    row = (await conn.execute(q.LATEST_ATTEMPT, {"delivery_id": delivery_id})).first()
-    return AttemptOutcome(row.outcome, row.error_class) if row is not None else None
+    row = await first_row(conn, q.LATEST_ATTEMPT, delivery_id=delivery_id)
+    return AttemptOutcome(row["outcome"], row["error_class"]) if row is not None else None
 
 
 def iso(moment: datetime | None) -> str | None:

@@ -97,7 +97,8 @@ workflow_runs = Table(
     CheckConstraint(
         f"(state IN ({_quoted(DUE_RUN_STATES)})) = (due_at IS NOT NULL)", name="workflow_runs_due_at_only_waiting"
     ),
-    Index("workflow_runs_waiting_due", "state", "due_at", postgresql_where=text("state = 'waiting'")),
+    # The due sweep's keyset order, (due_at, id): runs sharing a due_at are paged through, not re-read (0006).
+    Index("workflow_runs_waiting_due", "due_at", "id", postgresql_where=text("state = 'waiting'")),
     Index("workflow_runs_collecting_due", "due_at", "id", postgresql_where=text("state = 'collecting'")),
     # SPEC 11.5: at most one open batch per scope, a database fact (a NULL key is one scope of its own).
     Index(

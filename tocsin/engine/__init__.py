@@ -1,6 +1,7 @@
 """The engine: every decision over canonical rows, one transaction each (SPEC 4, 5).
 
-`runs` creates, progresses and cancels runs; `planning` plans a step's delivery; `signals` routes signals;
+`runs` creates, progresses and cancels runs; `batches` gathers a batched workflow's triggers into one run and
+closes it; `planning` plans a step's delivery; `signals` routes signals;
 `deliveries` moves a delivery's status; `dispatch` sends one attempt; `feedback` records provider reports;
 `inbox` serves in-app receipts; `registry` registers definitions; `reads` answers the API's queries.
 """

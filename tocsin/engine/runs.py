@@ -111,7 +111,7 @@ async def create_run(
             delivery_id=planned.id,
             context={"step_key": first.key, "source": "start_run"},
         )
-        return _started(run), True
+        return run, True
 
 
 async def _batch_trigger(conn: AsyncConnection, trigger: Trigger) -> tuple[StartedRun, bool]:
@@ -152,10 +152,10 @@ def _started(run: Run, *, joined: bool = False) -> StartedRun:
     return StartedRun(**run.model_dump(), joined=joined)
 
 
-async def _insert_run(conn: AsyncConnection, trigger: Trigger) -> Run | None:
+async def _insert_run(conn: AsyncConnection, trigger: Trigger) -> StartedRun | None:
     """The trigger's new active run with its `workflow_started` transition; None when a twin with the same key
     committed first."""
-    run = await store.fetch_first(conn, Run, q.INSERT_RUN, **trigger.run_values())
+    run = await store.fetch_first(conn, StartedRun, q.INSERT_RUN, **trigger.run_values())
     if run is not None:
         await store.append_transition(
             conn,

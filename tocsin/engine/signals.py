@@ -34,19 +34,16 @@ async def earliest_cancelling_signal(conn: AsyncConnection, run: Run, names: tup
     """A signal that would cancel the wait and was recorded since the step was activated (SPEC 4.3)."""
     if not names:
         return None
-    row = (
-        await conn.execute(
-            q.EARLIEST_CANCELLING_SIGNAL,
-            {
-                "tenant_id": run.tenant_id,
-                "recipient": run.recipient,
-                "run_id": run.id,
-                "names": list(names),
-                "since": run.step_activated_at,
-            },
-        )
-    ).first()
-    return SignalRef(row.id, row.name) if row is not None else None
+    row = await store.first_row(
+        conn,
+        q.EARLIEST_CANCELLING_SIGNAL,
+        tenant_id=run.tenant_id,
+        recipient=run.recipient,
+        run_id=run.id,
+        names=list(names),
+        since=run.step_activated_at,
+    )
+    return SignalRef(row["id"], row["name"]) if row is not None else None
 
 
 def check_signal(tenant_id: str, recipient: str, name: str, data: dict[str, Any] | None = None) -> None:

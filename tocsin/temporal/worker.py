@@ -25,7 +25,7 @@ from temporalio.client import (
     ScheduleUpdateInput,
 )
 from temporalio.service import RPCError, RPCStatusCode
-from temporalio.worker import Worker
+from temporalio.worker import PollerBehavior, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from tocsin.activities import JourneyActivities, ReconcileActivities
@@ -33,7 +33,7 @@ from tocsin.channels import Channel, SmtpChannel, WebhookChannel, builtin_channe
 from tocsin.core import contracts as c
 from tocsin.db import Database
 from tocsin.engine.dispatch import Policy
-from tocsin.settings import Settings
+from tocsin.settings import DEFAULT_MAX_CACHED_WORKFLOWS, DEFAULT_MAX_CONCURRENT_TASKS, DEFAULT_POLLERS, Settings
 from tocsin.workflows import JourneyWorkflow, ReconcileWorkflow
 
 log = logging.getLogger("tocsin.temporal.worker")
@@ -52,9 +52,18 @@ def build_worker(
     task_queue: str = c.DEFAULT_TASK_QUEUE,
     channels: Mapping[str, Channel] | None = None,
     policy: Policy | None = None,
-    max_concurrent_activities: int = 100,
+    max_cached_workflows: int = DEFAULT_MAX_CACHED_WORKFLOWS,
+    max_concurrent_workflow_tasks: int = DEFAULT_MAX_CONCURRENT_TASKS,
+    max_concurrent_activities: int = DEFAULT_MAX_CONCURRENT_TASKS,
+    workflow_task_poller_behavior: PollerBehavior = DEFAULT_POLLERS,
+    activity_task_poller_behavior: PollerBehavior = DEFAULT_POLLERS,
 ) -> Worker:
-    """A worker for journeys and the reconcile sweep. It never touches schedules: see ensure_reconcile_schedule."""
+    """A worker for journeys and the reconcile sweep. It never touches schedules: see ensure_reconcile_schedule.
+
+    The tuning options are the SDK worker's (`tocsin worker` reads them from TOCSIN_WORKER_*, see
+    tocsin.settings.WorkerTuning). `max_cached_workflows` bounds the memory: a cached waiting run costs the
+    worker's RSS (bench/RESULTS.md, "Idle scale"); an evicted one is replayed from its history when it wakes.
+    """
     journey = JourneyActivities(db, channels if channels is not None else builtin_channels(), policy=policy)
     reconcile = ReconcileActivities(db, client, task_queue=task_queue)
     return Worker(
@@ -63,7 +72,11 @@ def build_worker(
         workflows=[JourneyWorkflow, ReconcileWorkflow],
         activities=[*journey.all(), reconcile.reconcile],
         workflow_runner=SANDBOX,
+        max_cached_workflows=max_cached_workflows,
+        max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
         max_concurrent_activities=max_concurrent_activities,
+        workflow_task_poller_behavior=workflow_task_poller_behavior,
+        activity_task_poller_behavior=activity_task_poller_behavior,
     )
 
 

@@ -1,5 +1,7 @@
 """Digests (SPEC 11.5) as whole journeys on the time-skipping server: five triggers make one run, whose workflow
-sleeps until the window closes, sends one email listing all five, and then keeps its step's retry and wait rules.
+sleeps until the window closes, sends one email listing all five, and then keeps its step's retry and wait rules;
+a batch that fills up sends at once; the comment digest example (tocsin/examples/comment_digest.yaml with
+comment_notice.yaml).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import recording
 from temporalio.api.enums.v1 import EventType
 
 from tocsin.core.models import Run, StartedRun
+from tocsin.examples import example
 from tocsin.testing import Journeys
 
 ACTORS = ("Ada", "Bob", "Cy", "Dee", "Eve")
@@ -107,3 +110,38 @@ async def test_a_batch_that_fills_up_sends_at_once(journeys: Journeys) -> None:
     # The join woke the workflow: the email goes out now, not a day later.
     detail = await journeys.until(started[0], lambda d: d.deliveries[0].status == "succeeded", what="the email sent")
     assert detail.deliveries[0].content["subject"] == "2 new comments on Batching"
+
+
+async def test_the_comment_digest_example_sends_the_first_comment_in_app_and_one_email_for_all(
+    journeys: Journeys,
+) -> None:
+    await journeys.register(example("comment_digest"))
+    await journeys.register(example("comment_notice"))
+    post = {"post_id": "post-7", "post_title": "Release notes"}
+    notices, digests = [], []
+    for n, actor in enumerate(ACTORS):
+        data = {**post, "actor": actor, "excerpt": f"{actor} agrees"}
+        # Idempotency keys are the tenant's: the two journeys of one comment take two keys.
+        for workflow, runs in (("comment_notice", notices), ("comment_digest", digests)):
+            runs.append(
+                await journeys.tocsin.start_run(
+                    workflow_key=workflow,
+                    tenant_id="acme",
+                    recipient="user:author",
+                    data=data,
+                    idempotency_key=f"comment-{n}:{workflow}",
+                )
+            )
+
+    assert [run.state for run in notices] == ["active"] + ["stopped"] * 4  # throttled: the digest tells of them
+    detail = await journeys.run_to_end(digests[0])
+    await journeys.run_to_end(notices[0])
+
+    (inbox,) = journeys.channels["in_app"].messages
+    assert inbox.content == {"title": "Ada commented on Release notes", "body": "Ada agrees"}
+    (email,) = journeys.channels["email"].messages
+    assert email.content == {
+        "subject": "Ada and 4 more commented on Release notes",
+        "body": "".join(f"{actor}: {actor} agrees\n" for actor in ACTORS),
+    }
+    assert (detail.run.state, len(detail.items)) == ("completed", 5)
