@@ -9,8 +9,10 @@ its history read: its activities, their payload sizes, its search-attribute upse
 the floor and of the breakdown, all bench/bare.py's BenchActivitiesWorkflow on a `python -m bench.workers bare`
 worker (the same client, runtime, data converter and sandbox as tocsin's), each a change of one thing:
 
-- floor: the journey's number of no-op activities, tiny payloads, no upserts;
-- + the journey's upserts; + its payload sizes; both (the journey's shape without its database work);
+- floor: the journey's number of no-op activities (its local ones counted too, all run as activity tasks here),
+  tiny payloads, no upserts;
+- + the journey's upserts; + its payload sizes; both, with its local activities local (the journey's shape
+  without its database work);
 - the shape with progress_run and the next dispatch merged into one activity; with progress_run as a local
   activity; with every activity local; with one upsert instead of one per round; with progress_run local and
   one upsert;
@@ -27,6 +29,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import json
 import shlex
 import statistics
 import sys
@@ -100,6 +104,7 @@ class Activity:
     input_bytes: int
     result_bytes: int
     upsert: bool  # a search-attribute upsert between its completion and the next activity
+    local: bool = False  # a local activity: its marker in the history, no activity task (its input not recorded)
 
 
 @dataclass(frozen=True)
@@ -127,11 +132,12 @@ def shape_of(history: WorkflowHistory) -> Shape:
             completed = event.activity_task_completed_event_attributes
             name, size = inputs[completed.scheduled_event_id]
             activities.append(Activity(name, size, payloads_size(completed.result), upsert=False))
+        elif event.event_type == E.EVENT_TYPE_MARKER_RECORDED and (local := local_activity(event)) is not None:
+            activities.append(local)
         elif event.event_type == E.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
             upserts += 1
             if activities:
-                last = activities[-1]
-                activities[-1] = Activity(last.type, last.input_bytes, last.result_bytes, upsert=True)
+                activities[-1] = dataclasses.replace(activities[-1], upsert=True)
     return Shape(
         activities,
         workflow_tasks=sum(e.event_type == E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED for e in history.events),
@@ -139,6 +145,16 @@ def shape_of(history: WorkflowHistory) -> Shape:
         history_bytes=sum(e.ByteSize() for e in history.events),
         upserts=upserts,
     )
+
+
+def local_activity(event: HistoryEvent) -> Activity | None:
+    """A local activity's completed attempt, from its marker (the SDK's `core_local_activity`)."""
+    marker = event.marker_recorded_event_attributes
+    if marker.marker_name != "core_local_activity" or marker.HasField("failure"):
+        return None
+    (data,) = marker.details["data"].payloads
+    result = payloads_size(marker.details["result"]) if "result" in marker.details else 0
+    return Activity(json.loads(data.data)["activity_type"], 0, result, upsert=False, local=True)
 
 
 def overheads() -> tuple[int, int]:
@@ -167,7 +183,12 @@ def plans(shape: Shape) -> dict[str, Plan]:
     def plan(*, sized: bool, upsert: bool, local: frozenset[str] = frozenset(), one_upsert: bool = False) -> Plan:
         return Plan(
             steps=[
-                step(a, sized=sized, upsert=upsert and (not one_upsert or i == last_upsert), local=a.type in local)
+                step(
+                    a,
+                    sized=sized,
+                    upsert=upsert and (not one_upsert or i == last_upsert),
+                    local=a.type in local or (sized and a.local),
+                )
                 for i, a in enumerate(acts)
             ]
         )
@@ -340,10 +361,17 @@ def rows_for(shape: Shape) -> list[Row]:
 def describe(shape: Shape) -> None:
     print(f"\n## The journey's history (one run alone): {len(shape.activities)} activities\n")
     rows = [
-        [str(i + 1), a.type, str(a.input_bytes), str(a.result_bytes), "yes" if a.upsert else ""]
+        [
+            str(i + 1),
+            a.type,
+            "local" if a.local else "task",
+            str(a.input_bytes),
+            str(a.result_bytes),
+            "yes" if a.upsert else "",
+        ]
         for i, a in enumerate(shape.activities)
     ]
-    print(table(["#", "activity", "input B", "result B", "then upsert"], rows))
+    print(table(["#", "activity", "kind", "input B", "result B", "then upsert"], rows))
     kinds = Counter(a.type for a in shape.activities)
     print(
         f"\n{', '.join(f'{n} {k}' for k, n in kinds.items())}; {shape.upserts} upserts; {shape.workflow_tasks} "

@@ -24,6 +24,8 @@ INFRA_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interva
 # A decision is one or two short Postgres transactions: milliseconds, a second under heavy load. The timeout is
 # also how long a run waits when its worker dies mid-decision (these activities do not heartbeat).
 ENGINE_TIMEOUT = timedelta(seconds=20)
+# Below INFRA_RETRY's first backoff: a local activity's retries all go through workflow timers.
+LOCAL_RETRY_THRESHOLD = timedelta(milliseconds=500)
 # A send is one provider call between two short transactions. A worker that dies mid-send is noticed by its
 # missing heartbeats, after SEND_HEARTBEAT; the start-to-close timeout only bounds a provider that never
 # answers, and is long on purpose: when it fires, the send still running on its worker and the retry would
@@ -42,6 +44,12 @@ NO_STALL = "no-stall-after-decision"
 # awaiting provider feedback waits for its deadline instead of the safety re-check. Histories recorded before
 # carry deliveries without these columns, and so take the old paths.
 SEND_TIMES = "send-times-in-postgres"
+# Versions the workflow's commands (issue 14): the engine's decisions (progress_run, exhaust_delivery,
+# settle_feedback_deadline, cancel_run), each one short Postgres transaction, run as local activities: on the
+# workflow's own worker, recorded as a marker in the workflow task that asked for them, without an activity task's
+# round trips through the server. A send stays an activity of its own (SPEC 6: one dispatch activity per attempt,
+# heartbeating, on any worker). Histories recorded before take the old path.
+DECIDE_LOCALLY = "decisions-as-local-activities"
 # The reason a cancellation requested through Temporal (the Web UI's button, `temporal workflow cancel`) gives.
 TEMPORAL_CANCEL = "temporal_cancel_requested"
 
@@ -218,30 +226,49 @@ class JourneyWorkflow:
             c.DispatchRequest(delivery_id=delivery.id, attempt=attempt),
             c.DeliveryView,
             f"send {delivery.channel} · step {round_.run.current_step} · attempt {attempt}",
-            start_to_close_timeout=SEND_TIMEOUT,
-            heartbeat_timeout=SEND_HEARTBEAT,
+            send=True,
         )
 
     async def act(
-        self, activity: str, request: c.Message, result_type: type[Any], summary: str, **timeouts: Any
+        self, activity: str, request: c.Message, result_type: type[Any], summary: str, *, send: bool = False
     ) -> Any:
         """One of the run loop's activities. A cancellation requested through Temporal while it runs lets it
         finish (a send half made helps nobody) and stops the loop before anything else starts."""
         if self.cancel_requested:
             raise CancelRequested
-        handle = workflow.start_activity(
-            activity,
-            request,
-            result_type=result_type,
-            summary=summary,
-            retry_policy=INFRA_RETRY,
-            **({"start_to_close_timeout": ENGINE_TIMEOUT} | timeouts),
-        )
+        handle = self.start(activity, request, result_type, summary, send=send)
         try:
             return await asyncio.shield(handle)
         except asyncio.CancelledError:
             self.cancel_requested = True
             return await handle
+
+    def start(
+        self, activity: str, request: c.Message, result_type: type[Any], summary: str, *, send: bool = False
+    ) -> workflow.ActivityHandle[Any]:
+        """A send: an activity with a heartbeat. A decision: a local activity (DECIDE_LOCALLY), or, in histories
+        recorded before that patch, an activity like a send's with the engine's short timeout."""
+        if not send and workflow.patched(DECIDE_LOCALLY):
+            return workflow.start_local_activity(
+                activity,
+                request,
+                result_type=result_type,
+                summary=summary,
+                retry_policy=INFRA_RETRY,
+                start_to_close_timeout=ENGINE_TIMEOUT,
+                # Every retry waits on a durable timer, not in the worker: it survives the worker, the history
+                # shows it, and a time-skipping test server skips it.
+                local_retry_threshold=LOCAL_RETRY_THRESHOLD,
+            )
+        return workflow.start_activity(
+            activity,
+            request,
+            result_type=result_type,
+            summary=summary,
+            retry_policy=INFRA_RETRY,
+            start_to_close_timeout=SEND_TIMEOUT if send else ENGINE_TIMEOUT,
+            heartbeat_timeout=SEND_HEARTBEAT if send else None,
+        )
 
     async def sleep_until(self, until: datetime, summary: str) -> bool:
         """A durable timer to `until`, cut short by a wake. True when the time really came."""
@@ -257,14 +284,8 @@ class JourneyWorkflow:
         return False
 
     async def cancel_run(self, tenant_id: str, reason: str, summary: str) -> c.RunView:
-        run: c.RunView = await workflow.execute_activity(
-            "tocsin.cancel_run",
-            c.CancelRunRequest(run_id=self.run_id, tenant_id=tenant_id, reason=reason, now=workflow.now()),
-            result_type=c.RunView,
-            summary=summary,
-            start_to_close_timeout=ENGINE_TIMEOUT,
-            retry_policy=INFRA_RETRY,
-        )
+        request = c.CancelRunRequest(run_id=self.run_id, tenant_id=tenant_id, reason=reason, now=workflow.now())
+        run: c.RunView = await self.start("tocsin.cancel_run", request, c.RunView, summary)
         return run
 
     def publish(self, run: c.RunView) -> None:

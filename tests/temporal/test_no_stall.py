@@ -101,10 +101,7 @@ async def timers_started(journeys: Journeys, run: Run, count: int) -> list[Histo
 
 
 def progress_rounds(events: list[HistoryEvent]) -> int:
-    scheduled = of_type(events, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
-    return sum(
-        e.activity_task_scheduled_event_attributes.activity_type.name == "tocsin.progress_run" for e in scheduled
-    )
+    return sum(recording.activity_type(e) == "tocsin.progress_run" for e in events)
 
 
 async def test_a_render_failure_is_progressed_at_once_not_after_a_safety_recheck(journeys: Journeys) -> None:

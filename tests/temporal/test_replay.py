@@ -7,6 +7,9 @@ test_no_stall.py recorded under the workflow code of df6eec0, before the no-stal
 already sleeping then must still replay (the old branch of `workflow.patched`). The histories recorded before
 the Web UI's summaries existed carry none, and still replay under the code that sets them: summaries and
 details are metadata, not commands. cancelled_through_temporal (tests/temporal/test_web_ui_and_cancel.py) has them.
+Those are the generations before `decisions-as-local-activities` (issue 14: the engine's decisions as local
+activities); tests/histories/decisions-as-local-activities/ holds the same journeys recorded under it
+(tests/recording.py's GENERATION).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from recording import GENERATION, LOCAL_ACTIVITY_MARKER
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
@@ -21,7 +25,10 @@ from temporalio.worker import Replayer
 from tocsin.temporal.worker import SANDBOX
 from tocsin.workflows import JourneyWorkflow, ReconcileWorkflow
 
-HISTORIES = {p.stem: p.read_text() for p in sorted((Path(__file__).parents[1] / "histories").glob("*.json"))}
+ROOT = Path(__file__).parents[1] / "histories"
+# `name` for the histories recorded before the newest patch, `<generation>/name` for those recorded under it.
+HISTORIES = {p.relative_to(ROOT).with_suffix("").as_posix(): p.read_text() for p in sorted(ROOT.rglob("*.json"))}
+NEWEST = {name.removeprefix(f"{GENERATION}/") for name in HISTORIES if name.startswith(f"{GENERATION}/")}
 
 
 def test_histories_are_present() -> None:
@@ -43,6 +50,16 @@ def test_histories_are_present() -> None:
     } <= set(HISTORIES)
     assert "userMetadata" not in HISTORIES["mention_completed"]
     assert "userMetadata" in HISTORIES["cancelled_through_temporal"]
+
+
+def test_the_newest_generation_covers_every_recorded_journey() -> None:
+    """Each journey recorded before the newest patch is recorded under it too (its decisions as local activities),
+    so both branches of `workflow.patched(DECIDE_LOCALLY)` replay."""
+    older = {name for name in HISTORIES if "/" not in name} - {"render_failure_before_no_stall"}
+    assert older <= NEWEST
+    for name in NEWEST:
+        assert LOCAL_ACTIVITY_MARKER in HISTORIES[f"{GENERATION}/{name}"], name
+        assert LOCAL_ACTIVITY_MARKER not in HISTORIES.get(name, ""), name
 
 
 @pytest.mark.parametrize("name", sorted(HISTORIES))

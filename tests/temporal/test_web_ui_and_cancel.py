@@ -26,10 +26,6 @@ from tocsin.testing import Journeys, RecordingChannel, eventually
 MENTION = example("mention_escalation")
 DATA = {"actor": "Ada Lovelace", "excerpt": "the secret plan"}
 RECIPIENT = "user:ada@example.com"
-SUMMARIZED = {
-    EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED: "activity",
-    EventType.EVENT_TYPE_TIMER_STARTED: "timer",
-}
 
 
 async def start_mention(journeys: Journeys, key: str) -> Run:
@@ -43,8 +39,11 @@ async def summaries(handle: WorkflowHandle[Any, Any]) -> list[tuple[str, str]]:
     """(kind, summary) of each activity and timer in the workflow's history, in order."""
     found = []
     async for event in handle.fetch_history_events():
-        if event.event_type in SUMMARIZED:
-            found.append((SUMMARIZED[event.event_type], await summary_of(handle, event)))
+        # A decision's local activity shows as its marker, with its summary, as an activity task does.
+        if recording.activity_type(event) is not None:
+            found.append(("activity", await summary_of(handle, event)))
+        elif event.event_type == EventType.EVENT_TYPE_TIMER_STARTED:
+            found.append(("timer", await summary_of(handle, event)))
     return found
 
 
