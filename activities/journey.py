@@ -14,7 +14,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from tocsin import engine
-from tocsin.channels import Channel
+from tocsin.channels import Channel, is_instant
 from tocsin.core import contracts as c
 from tocsin.core.errors import TocsinError
 from tocsin.core.models import Delivery, Progress, Run, workflow_id
@@ -61,9 +61,15 @@ def server_clock() -> Callable[[], datetime]:
     Under the time-skipping test server this keeps one consistent clock with workflow.now(); in production
     it stamps the real moment.
     """
-    scheduled = activity.info().current_attempt_scheduled_time
+    return clock_from(activity.info().current_attempt_scheduled_time)
+
+
+def clock_from(start: datetime) -> Callable[[], datetime]:
+    """A clock that reads `start` now and moves on with the time elapsed since. A local activity starts it from the
+    workflow.now() its request carries: its own scheduled time is the worker's clock, which a time-skipping test
+    server does not move."""
     started = time.monotonic()
-    return lambda: scheduled + timedelta(seconds=time.monotonic() - started)
+    return lambda: start + timedelta(seconds=time.monotonic() - started)
 
 
 async def heartbeating(work: Awaitable[T]) -> T:
@@ -159,6 +165,7 @@ class JourneyActivities:
             delivery=delivery_view(delivery) if delivery else None,
             retry=step.retry,
             wait=wait_view(run),
+            instant_send=delivery is not None and is_instant(self.channels.get(delivery.channel)),
         )
 
     async def active_delivery(self, progress: Progress) -> Delivery | None:
@@ -178,7 +185,7 @@ class JourneyActivities:
             self.db,
             request.delivery_id,
             channels=self.channels,
-            now=server_clock(),
+            now=clock_from(request.now) if request.now is not None and activity.info().is_local else server_clock(),
             attempt=request.attempt,
             policy=self.policy,
         )

@@ -20,7 +20,7 @@ from temporalio.client import WorkflowHandle
 HISTORIES = Path(__file__).parent / "histories"
 # The newest patch of JourneyWorkflow (workflows/journey.py). The histories directly under HISTORIES were
 # recorded before it, under the patches before.
-GENERATION = "decisions-as-local-activities"
+GENERATION = "local-decisions-and-instant-sends"
 RECORD = os.environ.get("TOCSIN_RECORD_HISTORIES") == "1"
 # The marker the SDK records for a local activity (the engine's decisions run as local activities).
 LOCAL_ACTIVITY_MARKER = "core_local_activity"

@@ -45,11 +45,12 @@ NO_STALL = "no-stall-after-decision"
 # carry deliveries without these columns, and so take the old paths.
 SEND_TIMES = "send-times-in-postgres"
 # Versions the workflow's commands (issue 14): the engine's decisions (progress_run, exhaust_delivery,
-# settle_feedback_deadline, cancel_run), each one short Postgres transaction, run as local activities: on the
-# workflow's own worker, recorded as a marker in the workflow task that asked for them, without an activity task's
-# round trips through the server. A send stays an activity of its own (SPEC 6: one dispatch activity per attempt,
-# heartbeating, on any worker). Histories recorded before take the old path.
-DECIDE_LOCALLY = "decisions-as-local-activities"
+# settle_feedback_deadline, cancel_run), each one short Postgres transaction, and the sends of instant channels
+# (in_app, log: no provider call, `tocsin.channels.is_instant`) run as local activities: on the workflow's own
+# worker, recorded as a marker in the workflow task that asked for them, without an activity task's round trips
+# through the server. Still one dispatch (local) activity per attempt (SPEC 6). A send through a provider stays an
+# activity task, heartbeating, on any worker. Histories recorded before take the old path.
+LOCAL_ACTIVITIES = "local-decisions-and-instant-sends"
 # The reason a cancellation requested through Temporal (the Web UI's button, `temporal workflow cancel`) gives.
 TEMPORAL_CANCEL = "temporal_cancel_requested"
 
@@ -223,20 +224,28 @@ class JourneyWorkflow:
         attempt = delivery.attempt_count + 1
         await self.act(
             "tocsin.dispatch_delivery",
-            c.DispatchRequest(delivery_id=delivery.id, attempt=attempt),
+            c.DispatchRequest(delivery_id=delivery.id, attempt=attempt, now=workflow.now()),
             c.DeliveryView,
             f"send {delivery.channel} · step {round_.run.current_step} · attempt {attempt}",
             send=True,
+            instant=round_.instant_send,
         )
 
     async def act(
-        self, activity: str, request: c.Message, result_type: type[Any], summary: str, *, send: bool = False
+        self,
+        activity: str,
+        request: c.Message,
+        result_type: type[Any],
+        summary: str,
+        *,
+        send: bool = False,
+        instant: bool = False,
     ) -> Any:
         """One of the run loop's activities. A cancellation requested through Temporal while it runs lets it
         finish (a send half made helps nobody) and stops the loop before anything else starts."""
         if self.cancel_requested:
             raise CancelRequested
-        handle = self.start(activity, request, result_type, summary, send=send)
+        handle = self.start(activity, request, result_type, summary, send=send, instant=instant)
         try:
             return await asyncio.shield(handle)
         except asyncio.CancelledError:
@@ -244,11 +253,19 @@ class JourneyWorkflow:
             return await handle
 
     def start(
-        self, activity: str, request: c.Message, result_type: type[Any], summary: str, *, send: bool = False
+        self,
+        activity: str,
+        request: c.Message,
+        result_type: type[Any],
+        summary: str,
+        *,
+        send: bool = False,
+        instant: bool = False,
     ) -> workflow.ActivityHandle[Any]:
-        """A send: an activity with a heartbeat. A decision: a local activity (DECIDE_LOCALLY), or, in histories
-        recorded before that patch, an activity like a send's with the engine's short timeout."""
-        if not send and workflow.patched(DECIDE_LOCALLY):
+        """A decision, or a send through an instant channel: a local activity (LOCAL_ACTIVITIES). Any other send: an
+        activity task with a heartbeat. In histories recorded before that patch, every one an activity task, a
+        decision's with the engine's short timeout."""
+        if (instant or not send) and workflow.patched(LOCAL_ACTIVITIES):
             return workflow.start_local_activity(
                 activity,
                 request,

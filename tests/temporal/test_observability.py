@@ -241,7 +241,8 @@ async def test_the_worker_exposes_temporal_sdk_metrics_for_prometheus(
     names = {line.split("{")[0].split(" ")[0] for line in body.splitlines() if line and not line.startswith("#")}
     for expected in (
         "temporal_workflow_completed",
-        "temporal_activity_execution_latency_bucket",
+        # The journey's one step is in_app: its decisions and its send all run as local activities.
+        "temporal_local_activity_execution_latency_bucket",
         "temporal_workflow_task_execution_latency_bucket",
         "temporal_request",
     ):

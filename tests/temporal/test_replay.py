@@ -7,9 +7,9 @@ test_no_stall.py recorded under the workflow code of df6eec0, before the no-stal
 already sleeping then must still replay (the old branch of `workflow.patched`). The histories recorded before
 the Web UI's summaries existed carry none, and still replay under the code that sets them: summaries and
 details are metadata, not commands. cancelled_through_temporal (tests/temporal/test_web_ui_and_cancel.py) has them.
-Those are the generations before `decisions-as-local-activities` (issue 14: the engine's decisions as local
-activities); tests/histories/decisions-as-local-activities/ holds the same journeys recorded under it
-(tests/recording.py's GENERATION).
+Those are the generations before `local-decisions-and-instant-sends` (issue 14: the engine's decisions and the
+sends of instant channels as local activities); tests/histories/local-decisions-and-instant-sends/ holds the same
+journeys recorded under it (tests/recording.py's GENERATION).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def test_histories_are_present() -> None:
 
 def test_the_newest_generation_covers_every_recorded_journey() -> None:
     """Each journey recorded before the newest patch is recorded under it too (its decisions as local activities),
-    so both branches of `workflow.patched(DECIDE_LOCALLY)` replay."""
+    so both branches of `workflow.patched(LOCAL_ACTIVITIES)` replay."""
     older = {name for name in HISTORIES if "/" not in name} - {"render_failure_before_no_stall"}
     assert older <= NEWEST
     for name in NEWEST:

@@ -10,6 +10,7 @@ from tocsin.channels.base import (
     PermanentDeliveryError,
     SendReceipt,
     TemporaryDeliveryError,
+    is_instant,
 )
 from tocsin.channels.in_app import InAppChannel
 from tocsin.channels.log import LogChannel
@@ -30,6 +31,7 @@ __all__ = [
     "TemporaryDeliveryError",
     "WebhookChannel",
     "builtin_channels",
+    "is_instant",
 ]
 
 

@@ -44,9 +44,19 @@ class SendReceipt(BaseModel):
 
 @runtime_checkable
 class Channel(Protocol):
-    """A channel adapter: return a receipt on success, raise a `DeliveryError` subclass otherwise."""
+    """A channel adapter: return a receipt on success, raise a `DeliveryError` subclass otherwise.
+
+    An adapter whose send calls no provider (it writes or prints here, in bounded time: in_app, log) may say so
+    with a class attribute `instant = True` (see `is_instant`).
+    """
 
     async def send(self, message: OutboundMessage) -> SendReceipt: ...
+
+
+def is_instant(channel: Channel | None) -> bool:
+    """Whether a send through `channel` calls no provider: the workflow then runs it as a local activity on its own
+    worker, like a decision, instead of an activity task with heartbeats (a provider call may take minutes)."""
+    return bool(getattr(channel, "instant", False))
 
 
 class DeliveryError(TocsinError):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TextIO
+from typing import ClassVar, TextIO
 
 from tocsin.channels.base import OutboundMessage, SendReceipt
 
 
 class LogChannel:
     """Writes `[tocsin] <channel> -> <recipient> (<step>): <content as compact JSON>` to `stream`."""
+
+    instant: ClassVar[bool] = True
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream

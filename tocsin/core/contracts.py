@@ -120,11 +120,16 @@ class Round(Message):
     retry: RetryPolicy
     # Absent from rounds recorded before it existed (tests/histories): they still decode.
     wait: Wait | None = None
+    # The delivery's channel calls no provider (`tocsin.channels.is_instant`): its send runs as a local activity.
+    instant_send: bool = False
 
 
 class DispatchRequest(Message):
     delivery_id: uuid.UUID
     attempt: int
+    # workflow.now(), for a send run as a local activity: its times start from the workflow's clock, as the
+    # decisions' do (an activity task's start from the server's, `activities.journey.server_clock`).
+    now: datetime | None = None
 
 
 class DeliveryRequest(Message):

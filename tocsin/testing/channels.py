@@ -29,8 +29,10 @@ class RecordingChannel:
     Every message handed to it, whatever the answer, is appended to `messages`.
     """
 
-    def __init__(self, *script: Action) -> None:
+    def __init__(self, *script: Action, instant: bool = False) -> None:
         self.messages: list[OutboundMessage] = []
+        # As the channel it stands in for (`tocsin.channels.is_instant`): in_app and log are instant.
+        self.instant = instant
         self._script: tuple[Action, ...] = ()
         self._sent = 0
         self.script(*script)

@@ -112,7 +112,8 @@ class Journeys:
         """Register `definition` and give each channel it uses a RecordingChannel (if it has none yet)."""
         parsed = load_definition(definition)
         for step in parsed.steps:
-            self.channels.setdefault(step.channel, RecordingChannel())
+            # in_app and log are instant, as the built-in adapters are: their sends run as local activities.
+            self.channels.setdefault(step.channel, RecordingChannel(instant=step.channel in ("in_app", "log")))
         return await self.tocsin.register_definition(parsed)
 
     def handle(self, run: Run) -> WorkflowHandle[Any, Any]:
