@@ -21,8 +21,9 @@ with workflow.unsafe.imports_passed_through():
 # that is not tocsin's own, for ever: the activities report one that keeps failing (activities.journey).
 # Tocsin's own errors are raised as non-retryable. Delivery retries are this workflow's own loop, below.
 INFRA_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
-# A decision is one or two short Postgres transactions: milliseconds, a second under heavy load. The timeout is
-# also how long a run waits when its worker dies mid-decision (these activities do not heartbeat).
+# A decision is one or two short Postgres transactions: milliseconds, a second under heavy load; so is an instant
+# channel's send. In histories from before LOCAL_ACTIVITIES the timeout is also how long a run waits when its
+# worker dies mid-decision (a local activity's worker is noticed dying by its workflow task's timeout).
 ENGINE_TIMEOUT = timedelta(seconds=20)
 # Below INFRA_RETRY's first backoff: a local activity's retries all go through workflow timers.
 LOCAL_RETRY_THRESHOLD = timedelta(milliseconds=500)

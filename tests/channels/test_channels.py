@@ -18,10 +18,12 @@ from tocsin.channels import (
     LogChannel,
     OutboundMessage,
     PermanentDeliveryError,
+    SendReceipt,
     SmtpChannel,
     TemporaryDeliveryError,
     WebhookChannel,
     builtin_channels,
+    is_instant,
 )
 from tocsin.core.errors import InvalidRequest
 
@@ -262,3 +264,19 @@ def test_builtin_channels() -> None:
     assert all(isinstance(channel, Channel) for channel in configured.values())
     with pytest.raises(InvalidRequest):
         builtin_channels(default_email="sms")
+
+
+def test_only_channels_that_call_no_provider_are_instant() -> None:
+    """An instant channel's sends run as local activities (workflows/journey.py): in_app and log, not a provider's."""
+    channels = builtin_channels(
+        smtp=SmtpChannel("127.0.0.1", free_port(), sender="tocsin@example.com"),
+        webhook=WebhookChannel("http://127.0.0.1:9/hook"),
+    )
+    assert {name for name, channel in channels.items() if is_instant(channel)} == {"in_app", "log"}
+    assert not is_instant(None)  # no adapter: the send is an activity task that records `no_channel_adapter`
+
+    class Adapter:  # a user's adapter says nothing: it may call a provider
+        async def send(self, message: OutboundMessage) -> SendReceipt:
+            return SendReceipt()
+
+    assert not is_instant(Adapter())
