@@ -9,13 +9,10 @@ its history read: its activities, their payload sizes, its search-attribute upse
 the floor and of the breakdown, all bench/bare.py's BenchActivitiesWorkflow on a `python -m bench.workers bare`
 worker (the same client, runtime, data converter and sandbox as tocsin's), each a change of one thing:
 
-- floor: the journey's number of no-op activities (its local ones counted too, all run as activity tasks here),
-  tiny payloads, no upserts;
-- + the journey's upserts; + its payload sizes; both, with its local activities local (the journey's shape
-  without its database work);
-- the shape with progress_run and the next dispatch merged into one activity; with progress_run as a local
-  activity; with every activity local; with one upsert instead of one per round; with progress_run local and
-  one upsert;
+- floor (the goal's): the journey's number of no-op activities, all activity tasks (the journey's local ones
+  counted too), tiny payloads, no upserts; and the same no-ops all local activities;
+- + the journey's upserts; + its payload sizes; both, all activity tasks (the journey's shape before its decisions
+  and instant sends ran locally); both, local where the journey's are (its shape now, without its database work);
 - the floor without the workflow sandbox; and tocsin's journey on a worker without it (bench.workers tocsin).
 
 Batches of B runs are started at once (50 starts in flight; a journey's start is `Tocsin.start_run`: its
@@ -42,7 +39,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import text
 from temporalio.api.enums.v1 import EventType
@@ -174,45 +171,25 @@ def step(activity: Activity, *, sized: bool, upsert: bool, local: bool = False) 
 
 
 def plans(shape: Shape) -> dict[str, Plan]:
-    """The bare rows: each the journey's plan with one thing changed."""
+    """The bare rows: each the journey's plan with one thing changed. `local`: which no-ops run as local activities
+    (none, those the journey runs locally, every one)."""
     acts = shape.activities
-    progress = "tocsin.progress_run"
 
-    last_upsert = max((i for i, a in enumerate(acts) if a.upsert), default=-1)
-
-    def plan(*, sized: bool, upsert: bool, local: frozenset[str] = frozenset(), one_upsert: bool = False) -> Plan:
+    def plan(*, sized: bool, upsert: bool, local: Literal["none", "as run", "all"]) -> Plan:
         return Plan(
             steps=[
-                step(
-                    a,
-                    sized=sized,
-                    upsert=upsert and (not one_upsert or i == last_upsert),
-                    local=a.type in local or (sized and a.local),
-                )
-                for i, a in enumerate(acts)
+                step(a, sized=sized, upsert=upsert, local=local == "all" or (local == "as run" and a.local))
+                for a in acts
             ]
         )
 
-    merged: list[Step] = []
-    for i, a in enumerate(acts):
-        following = acts[i + 1] if i + 1 < len(acts) else None
-        if a.type != progress and merged and acts[i - 1].type == progress:
-            continue  # this dispatch went into the progress_run before it
-        if a.type == progress and following is not None and following.type != progress:
-            both = Activity(progress, a.input_bytes, a.result_bytes + following.result_bytes, a.upsert)
-            merged.append(step(both, sized=True, upsert=True))
-        else:
-            merged.append(step(a, sized=True, upsert=True))
     return {
-        "floor": plan(sized=False, upsert=False),
-        "upserts": plan(sized=False, upsert=True),
-        "payloads": plan(sized=True, upsert=False),
-        "shape": plan(sized=True, upsert=True),
-        "merged": Plan(steps=merged),
-        "local": plan(sized=True, upsert=True, local=frozenset({progress})),
-        "all local": plan(sized=True, upsert=True, local=frozenset(a.type for a in acts)),
-        "one upsert": plan(sized=True, upsert=True, one_upsert=True),
-        "local, one upsert": plan(sized=True, upsert=True, local=frozenset({progress}), one_upsert=True),
+        "floor": plan(sized=False, upsert=False, local="none"),
+        "local floor": plan(sized=False, upsert=False, local="all"),
+        "upserts": plan(sized=False, upsert=True, local="none"),
+        "payloads": plan(sized=True, upsert=False, local="none"),
+        "tasks shape": plan(sized=True, upsert=True, local="none"),
+        "shape": plan(sized=True, upsert=True, local="as run"),
     }
 
 
@@ -341,18 +318,15 @@ async def all_workers(address: str, database_url: str, logs: Path) -> AsyncItera
 def rows_for(shape: Shape) -> list[Row]:
     bare = plans(shape)
     n = len(shape.activities)
-    merged = len(bare["merged"].steps)
+    local = sum(a.local for a in shape.activities)
     return [
         Row("tocsin: 3-step journey", "tocsin"),
         Row(f"floor: bare, {n} no-op activities", "bare", bare["floor"]),
+        Row(f"bare, {n} no-op local activities", "bare", bare["local floor"]),
         Row(f"bare + the journey's {shape.upserts} upserts", "bare", bare["upserts"]),
         Row("bare + the journey's payload sizes", "bare", bare["payloads"]),
-        Row("bare, the journey's shape (upserts + payloads)", "bare", bare["shape"]),
-        Row(f"shape, progress+dispatch merged ({merged} activities)", "bare", bare["merged"]),
-        Row("shape, progress_run a local activity", "bare", bare["local"]),
-        Row("shape, every activity local", "bare", bare["all local"]),
-        Row("shape, one upsert (at the end)", "bare", bare["one upsert"]),
-        Row("shape, progress_run local and one upsert", "bare", bare["local, one upsert"]),
+        Row("bare + upserts + payloads, all activity tasks", "bare", bare["tasks shape"]),
+        Row(f"bare, the journey's shape ({local} of {n} local)", "bare", bare["shape"]),
         Row("ref: floor, sandbox off", "bare unsandboxed", bare["floor"]),
         Row("ref: tocsin journey, sandbox off", "tocsin unsandboxed"),
     ]
