@@ -5,11 +5,11 @@ Every function takes the open transaction's connection; none commits.
 
 Inside `Database.transaction()` a statement goes to asyncpg directly: compiled by SQLAlchemy once (per
 statement and set of parameter names, exactly as its own execute would compile it), prepared once per
-connection by asyncpg's statement cache, its parameters bound and its rows read with the same type processing
-as SQLAlchemy's. SQLAlchemy's execute costs ~110 us of Python per statement on top of asyncpg's ~65 us, about
-half of a decision's client time (bench/RESULTS.md, issue 14). Errors are raised as SQLAlchemy would
-(`tocsin.db.database.driver_failed`). A connection outside such a transaction, or a statement with an IN
-list that SQLAlchemy expands per call, goes through SQLAlchemy's execute as before.
+connection (an asyncpg PreparedStatement kept for it), its parameters bound and its rows read with the same
+type processing as SQLAlchemy's. SQLAlchemy's execute costs ~110 us of Python per statement on top of
+asyncpg's ~65 us, about half of a decision's client time (bench/RESULTS.md, issue 14). Errors are raised as
+SQLAlchemy would (`tocsin.db.database.driver_failed`). A connection outside such a transaction, or a statement
+with an IN list that SQLAlchemy expands per call, goes through SQLAlchemy's execute as before.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from __future__ import annotations
 import uuid
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
+import asyncpg
+from asyncpg.prepared_stmt import PreparedStatement
 from sqlalchemy import Executable
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import Pool
@@ -76,7 +78,12 @@ class _Compiled:
     sql: str
     binds: tuple[_Bind, ...]
     columns: tuple[str, ...]
-    process: tuple[Callable[[Any], Any] | None, ...]
+    processed: tuple[tuple[str, Callable[[Any], Any]], ...]  # the columns whose values SQLAlchemy converts
+    # Prepared once per connection, as the floor of bench/engine_floor.py does: asyncpg's PreparedStatement skips
+    # the statement-cache lookup of Connection.fetch (its LRU bookkeeping is most of asyncpg's Python per call).
+    prepared: weakref.WeakKeyDictionary[asyncpg.Connection, PreparedStatement] = field(
+        default_factory=weakref.WeakKeyDictionary
+    )
 
 
 _COMPILED: dict[tuple[int, frozenset[str]], _Compiled | None] = {}
@@ -99,6 +106,9 @@ def _compiled(conn: AsyncConnection, statement: Executable, params: dict[str, An
     found: _Compiled | None = None
     if not any(bind.expanding for bind in compiled.binds.values()):
         values = compiled.construct_params(_check=False)
+        result_columns = compiled._result_columns
+        columns = tuple(column[0] for column in result_columns)
+        process = (column[3].dialect_impl(dialect).result_processor(dialect, None) for column in result_columns)
         found = _Compiled(
             statement,
             compiled.string,
@@ -111,10 +121,8 @@ def _compiled(conn: AsyncConnection, statement: Executable, params: dict[str, An
                 )
                 for name in compiled.positiontup or ()
             ),
-            tuple(column[0] for column in compiled._result_columns),
-            tuple(
-                column[3].dialect_impl(dialect).result_processor(dialect, None) for column in compiled._result_columns
-            ),
+            columns,
+            tuple((name, p) for name, p in zip(columns, process, strict=True) if p is not None),
         )
     _COMPILED[key] = found
     return found
@@ -135,19 +143,25 @@ async def _rows(conn: AsyncConnection, statement: Executable, params: dict[str, 
     for listener in _LISTENERS.get(conn.sync_engine.pool, ()):
         listener(compiled.sql, args)
     try:
-        records = await driver.fetch(compiled.sql, *args)
+        prepared = compiled.prepared.get(driver)
+        if prepared is None:
+            prepared = compiled.prepared[driver] = await driver.prepare(compiled.sql)
+        records = await prepared.fetch(*args)
     except BaseException as error:
+        # Prepared again next time: a statement the server no longer accepts (a schema change) is not kept.
+        compiled.prepared.pop(driver, None)
         failure = await driver_failed(conn, error, compiled.sql, args)
         if failure is error:
             raise
         raise failure from error
-    columns, process = compiled.columns, compiled.process
+    columns = compiled.columns
     if not columns:  # a textual statement: its columns are what the server named them
         return [dict(record.items()) for record in records]
-    return [
-        {name: (p(value) if p is not None else value) for name, p, value in zip(columns, process, record, strict=True)}
-        for record in records
-    ]
+    rows = [dict(zip(columns, record, strict=True)) for record in records]
+    for name, process in compiled.processed:
+        for row in rows:
+            row[name] = process(row[name])
+    return rows
 
 
 async def fetch_one(conn: AsyncConnection, model: type[M], statement: Executable, **params: Any) -> M:
