@@ -39,14 +39,14 @@ async def test_store_sends_asyncpg_the_statement_sqlalchemy_compiles(db: Databas
 
 async def test_rows_read_directly_are_the_rows_read_through_sqlalchemy(db: Database, t0: datetime) -> None:
     # A waiting run has every kind of column set: jsonb, text[], timestamps, uuids.
-    run, delivery = await escalation_waiting(db, now=t0)
+    run, _ = await escalation_waiting(db, now=t0)
     seen = listen(db)
 
     async def read(conn: Any) -> tuple[Any, ...]:
         return (
             await store.get_run(conn, run.id),
             await store.step_delivery(conn, run.id, 1),
-            await store.latest_attempt(conn, delivery.id),
+            await store.lock_step_delivery_with_latest_attempt(conn, run.id, 1),
             await store.scalar(conn, q.DEFINITION_SPEC, definition_id=run.definition_id),
         )
 
@@ -59,6 +59,7 @@ async def test_rows_read_directly_are_the_rows_read_through_sqlalchemy(db: Datab
     assert sent_directly == 4 and len(seen) == 4
     assert direct == through_sqlalchemy
     assert direct[0].pending_signals == ["notification.read"] and direct[0].due_at is not None
+    assert direct[2] == (direct[1], store.AttemptOutcome("succeeded", None))
 
 
 async def test_an_error_on_the_direct_path_is_sqlalchemys_and_rolls_back(db: Database, t0: datetime) -> None:

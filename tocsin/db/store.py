@@ -318,13 +318,19 @@ async def lock_delivery(conn: AsyncConnection, delivery_id: uuid.UUID) -> Delive
 
 
 async def lock_delivery_and_run(
-    conn: AsyncConnection, delivery_id: uuid.UUID, *, tenant_id: str
+    conn: AsyncConnection, delivery_id: uuid.UUID, *, tenant_id: str | None = None
 ) -> tuple[Delivery, Run]:
     """Lock a delivery's run, then the delivery: the order every decision takes (run before delivery),
-    so that a receipt or a provider report racing `progress_run` waits instead of deadlocking."""
-    run_id = await scalar(conn, q.DELIVERY_RUN_ID_OF_TENANT, delivery_id=delivery_id, tenant_id=tenant_id)
+    so that a receipt or a provider report racing `progress_run` waits instead of deadlocking. Every writer of
+    attempts takes it (`lock_step_delivery_with_latest_attempt` relies on it). With `tenant_id`, another
+    tenant's delivery looks like no delivery at all."""
+    if tenant_id is None:
+        run_id = await scalar(conn, q.DELIVERY_RUN_ID, delivery_id=delivery_id)
+    else:
+        run_id = await scalar(conn, q.DELIVERY_RUN_ID_OF_TENANT, delivery_id=delivery_id, tenant_id=tenant_id)
     if run_id is None:
-        raise DeliveryNotFound(f"delivery {delivery_id} not found for tenant {tenant_id!r}")
+        whose = f" for tenant {tenant_id!r}" if tenant_id is not None else ""
+        raise DeliveryNotFound(f"delivery {delivery_id} not found{whose}")
     run = await lock_run(conn, run_id)
     return await lock_delivery(conn, delivery_id), run
 
@@ -335,6 +341,18 @@ async def step_delivery(
     """The delivery of one step activation; with `lock`, locked FOR UPDATE until the transaction ends."""
     statement = q.STEP_DELIVERY_FOR_UPDATE if lock else q.STEP_DELIVERY
     return await fetch_first(conn, Delivery, statement, run_id=run_id, activation=activation)
+
+
+async def lock_step_delivery_with_latest_attempt(
+    conn: AsyncConnection, run_id: uuid.UUID, activation: int
+) -> tuple[Delivery, AttemptOutcome | None] | None:
+    """The delivery of one step activation, locked FOR UPDATE, and its latest attempt, in one statement. The
+    caller holds the run's lock: the attempt read is then as fresh as a statement of its own after the lock."""
+    row = await first_row(conn, q.STEP_DELIVERY_WITH_LATEST_ATTEMPT_FOR_UPDATE, run_id=run_id, activation=activation)
+    if row is None:
+        return None
+    outcome, error_class = row.pop("latest_outcome"), row.pop("latest_error_class")
+    return Delivery.of(row), (AttemptOutcome(outcome, error_class) if outcome is not None else None)
 
 
 async def move_delivery(
@@ -397,11 +415,6 @@ async def insert_attempt(
         provider_response=provider_response or {},
         now=now,
     )
-
-
-async def latest_attempt(conn: AsyncConnection, delivery_id: uuid.UUID) -> AttemptOutcome | None:
-    row = await first_row(conn, q.LATEST_ATTEMPT, delivery_id=delivery_id)
-    return AttemptOutcome(row["outcome"], row["error_class"]) if row is not None else None
 
 
 def iso(moment: datetime | None) -> str | None:
