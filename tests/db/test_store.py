@@ -8,6 +8,8 @@ session that ended is replaced when the next transaction begins (there is no pre
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from tocsin.db import Database, store
 from tocsin.db import queries as q
 from tocsin.db import tables as t
+from tocsin.db.database import driver_of
 
 
 def listen(db: Database) -> list[tuple[str, list[Any]]]:
@@ -125,6 +128,28 @@ async def test_sessions_that_ended_in_the_pool_are_replaced_when_a_transaction_b
         assert all(row[0] for row in ended)
         # Every pooled session is gone: the next transactions begin on new ones, and no caller sees an error.
         assert not (await backend_pids(db, 3)) & pooled
+    finally:
+        await admin.close()
+        await db.close()
+
+
+async def test_statements_prepared_on_an_ended_session_go_with_it(fresh_db_url: str, t0: datetime) -> None:
+    # Each statement is prepared once per connection; nothing may keep a dropped connection alive through them.
+    db = await Database.connect(fresh_db_url, pool_size=1, max_overflow=0)
+    admin = await asyncpg.connect(fresh_db_url)
+    try:
+        ended: list[weakref.ref[Any]] = []
+        for _ in range(3):
+            run = await start(db, ESCALATION, now=t0)  # store's statements, prepared on the pooled session
+            async with db.transaction() as conn:
+                await store.lock_run(conn, run.id)
+                ended.append(weakref.ref(driver_of(conn)))
+                pid = int(await conn.scalar(text("SELECT pg_backend_pid()")))
+            await admin.execute("SELECT pg_terminate_backend($1, 10000)", pid)
+        async with db.transaction() as conn:
+            assert (await store.lock_run(conn, run.id)).id == run.id  # prepared again on the new session
+        gc.collect()
+        assert [ref() for ref in ended] == [None, None, None]
     finally:
         await admin.close()
         await db.close()

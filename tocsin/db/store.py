@@ -17,11 +17,10 @@ from __future__ import annotations
 import uuid
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
-import asyncpg
 from asyncpg.prepared_stmt import PreparedStatement
 from sqlalchemy import Executable
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -79,14 +78,10 @@ class _Compiled:
     binds: tuple[_Bind, ...]
     columns: tuple[str, ...]
     processed: tuple[tuple[str, Callable[[Any], Any]], ...]  # the columns whose values SQLAlchemy converts
-    # Prepared once per connection, as the floor of bench/engine_floor.py does: asyncpg's PreparedStatement skips
-    # the statement-cache lookup of Connection.fetch (its LRU bookkeeping is most of asyncpg's Python per call).
-    prepared: weakref.WeakKeyDictionary[asyncpg.Connection, PreparedStatement] = field(
-        default_factory=weakref.WeakKeyDictionary
-    )
 
 
 _COMPILED: dict[tuple[int, frozenset[str]], _Compiled | None] = {}
+_PREPARED_KEY = "tocsin.db.store.prepared"
 _LISTENERS: weakref.WeakKeyDictionary[Pool, list[StatementListener]] = weakref.WeakKeyDictionary()
 
 
@@ -94,6 +89,18 @@ def listen_statements(engine: AsyncEngine, listener: StatementListener) -> None:
     """Call `listener(sql, parameters)` for every statement this module sends to asyncpg on `engine`'s pool
     (SQLAlchemy's `before_cursor_execute` event sees the statements sent through SQLAlchemy)."""
     _LISTENERS.setdefault(engine.sync_engine.pool, []).append(listener)
+
+
+def _prepared(conn: AsyncConnection) -> dict[str, PreparedStatement]:
+    """The statements prepared on `conn`'s driver connection, by text: each is prepared once per connection, as
+    the floor of bench/engine_floor.py does (asyncpg's PreparedStatement skips Connection.fetch's statement-cache
+    lookup). Kept in the pool's info of that connection, which SQLAlchemy drops with it (and clears when it
+    reconnects), so no statement outlives the connection it was prepared on."""
+    info = conn.sync_connection.connection.info  # type: ignore[union-attr]  # valid: the caller checked driver_of
+    prepared: dict[str, PreparedStatement] | None = info.get(_PREPARED_KEY)
+    if prepared is None:
+        prepared = info[_PREPARED_KEY] = {}
+    return prepared
 
 
 def _compiled(conn: AsyncConnection, statement: Executable, params: dict[str, Any]) -> _Compiled | None:
@@ -142,14 +149,15 @@ async def _rows(conn: AsyncConnection, statement: Executable, params: dict[str, 
         args.append(bind.process(value) if bind.process is not None else value)
     for listener in _LISTENERS.get(conn.sync_engine.pool, ()):
         listener(compiled.sql, args)
+    prepared = _prepared(conn)
     try:
-        prepared = compiled.prepared.get(driver)
-        if prepared is None:
-            prepared = compiled.prepared[driver] = await driver.prepare(compiled.sql)
-        records = await prepared.fetch(*args)
+        statement_on_driver = prepared.get(compiled.sql)
+        if statement_on_driver is None:
+            statement_on_driver = prepared[compiled.sql] = await driver.prepare(compiled.sql)
+        records = await statement_on_driver.fetch(*args)
     except BaseException as error:
         # Prepared again next time: a statement the server no longer accepts (a schema change) is not kept.
-        compiled.prepared.pop(driver, None)
+        prepared.pop(compiled.sql, None)
         failure = await driver_failed(conn, error, compiled.sql, args)
         if failure is error:
             raise
