@@ -39,6 +39,7 @@ from tocsin.core.models import Progress
 from tocsin.db import Database, store
 from tocsin.db import tables as t
 from tocsin.engine import create_run, progress_due_runs, progress_run, route_signal
+from tocsin.engine.deliveries import SendResult, apply_result, mark_dispatched
 from tocsin.engine.feedback import record_delivery_outcome
 from tocsin.engine.inbox import stamp_receipt
 from tocsin.engine.registry import register_definition
@@ -316,3 +317,21 @@ async def test_a_receipt_or_late_report_racing_a_decision_waits_instead_of_deadl
     assert [s["name"] for s in await rows(db, t.signals)] == [
         "notification.read" if report == "read" else "delivery.bounced"
     ]
+
+
+async def test_a_result_recorded_while_a_decision_waits_is_the_one_it_reads(db: Database, t0: datetime) -> None:
+    # progress_run reads the latest attempt in its locked step-delivery SELECT, whose snapshot predates any wait
+    # on the delivery's lock. It is fresh because a writer of attempts holds the run's lock first, as
+    # record_attempt does (store.lock_delivery_and_run): the decision queues on the run and reads after it.
+    run = await start(db, ESCALATION, now=t0)
+    delivery_id = (await delivery_at(db, run.id, 1))["id"]
+    await mark_dispatched(db, delivery_id, now=t0)
+    async with db.transaction() as conn:
+        delivery, _ = await store.lock_delivery_and_run(conn, delivery_id)
+        deciding = asyncio.create_task(progress_run(db, run.id, now=later(t0, seconds=1)))
+        await lock_waiters(db, 1)
+        await apply_result(conn, delivery, SendResult("bounced", error="mailbox unknown"), now=t0, send_number=1)
+    progress = await deciding
+    assert progress.kind == "advanced" and progress.run.current_step == "email"
+    (progressed,) = [row for row in await transitions(db, run.id) if row["reason"] == "progressed_on_delivery_outcome"]
+    assert progressed["context"]["attempt_outcome"] == "bounced"

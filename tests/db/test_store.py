@@ -8,6 +8,8 @@ session that ended is replaced when the next transaction begins (there is no pre
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from tocsin.db import Database, store
 from tocsin.db import queries as q
 from tocsin.db import tables as t
+from tocsin.db.database import driver_of
 
 
 def listen(db: Database) -> list[tuple[str, list[Any]]]:
@@ -39,14 +42,14 @@ async def test_store_sends_asyncpg_the_statement_sqlalchemy_compiles(db: Databas
 
 async def test_rows_read_directly_are_the_rows_read_through_sqlalchemy(db: Database, t0: datetime) -> None:
     # A waiting run has every kind of column set: jsonb, text[], timestamps, uuids.
-    run, delivery = await escalation_waiting(db, now=t0)
+    run, _ = await escalation_waiting(db, now=t0)
     seen = listen(db)
 
     async def read(conn: Any) -> tuple[Any, ...]:
         return (
             await store.get_run(conn, run.id),
             await store.step_delivery(conn, run.id, 1),
-            await store.latest_attempt(conn, delivery.id),
+            await store.lock_step_delivery_with_latest_attempt(conn, run.id, 1),
             await store.scalar(conn, q.DEFINITION_SPEC, definition_id=run.definition_id),
         )
 
@@ -59,6 +62,7 @@ async def test_rows_read_directly_are_the_rows_read_through_sqlalchemy(db: Datab
     assert sent_directly == 4 and len(seen) == 4
     assert direct == through_sqlalchemy
     assert direct[0].pending_signals == ["notification.read"] and direct[0].due_at is not None
+    assert direct[2] == (direct[1], store.AttemptOutcome("succeeded", None))
 
 
 async def test_an_error_on_the_direct_path_is_sqlalchemys_and_rolls_back(db: Database, t0: datetime) -> None:
@@ -124,6 +128,28 @@ async def test_sessions_that_ended_in_the_pool_are_replaced_when_a_transaction_b
         assert all(row[0] for row in ended)
         # Every pooled session is gone: the next transactions begin on new ones, and no caller sees an error.
         assert not (await backend_pids(db, 3)) & pooled
+    finally:
+        await admin.close()
+        await db.close()
+
+
+async def test_statements_prepared_on_an_ended_session_go_with_it(fresh_db_url: str, t0: datetime) -> None:
+    # Each statement is prepared once per connection; nothing may keep a dropped connection alive through them.
+    db = await Database.connect(fresh_db_url, pool_size=1, max_overflow=0)
+    admin = await asyncpg.connect(fresh_db_url)
+    try:
+        ended: list[weakref.ref[Any]] = []
+        for _ in range(3):
+            run = await start(db, ESCALATION, now=t0)  # store's statements, prepared on the pooled session
+            async with db.transaction() as conn:
+                await store.lock_run(conn, run.id)
+                ended.append(weakref.ref(driver_of(conn)))
+                pid = int(await conn.scalar(text("SELECT pg_backend_pid()")))
+            await admin.execute("SELECT pg_terminate_backend($1, 10000)", pid)
+        async with db.transaction() as conn:
+            assert (await store.lock_run(conn, run.id)).id == run.id  # prepared again on the new session
+        gc.collect()
+        assert [ref() for ref in ended] == [None, None, None]
     finally:
         await admin.close()
         await db.close()

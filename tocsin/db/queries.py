@@ -26,6 +26,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
     tuple_,
     union_all,
     update,
@@ -339,6 +340,23 @@ DELIVERY_RUN_ID = select(D.c.run_id).where(D.c.id == _p("delivery_id"))
 DELIVERY_RUN_ID_OF_TENANT = select(D.c.run_id).where(D.c.id == _p("delivery_id"), D.c.tenant_id == _p("tenant_id"))
 STEP_DELIVERY = select(D).where(D.c.run_id == _p("run_id"), D.c.activation == _p("activation"))
 STEP_DELIVERY_FOR_UPDATE = STEP_DELIVERY.with_for_update()
+# The locked step delivery and what outcome_of reads of its latest attempt (the outcome and error class of the
+# highest attempt_number), in one round trip. The lateral read sees the attempts committed when the statement
+# began, not those of a transaction it waited for on the delivery's lock: that is safe because every writer of
+# attempts holds the run's lock (store.lock_delivery_and_run), which the caller took before this statement.
+_LATEST_ATTEMPT_OF_D = (
+    select(A.c.outcome.label("latest_outcome"), A.c.error_class.label("latest_error_class"))
+    .where(A.c.delivery_id == D.c.id)
+    .order_by(A.c.attempt_number.desc())
+    .limit(1)
+    .lateral("latest_attempt")
+)
+STEP_DELIVERY_WITH_LATEST_ATTEMPT_FOR_UPDATE = (
+    select(D, _LATEST_ATTEMPT_OF_D)
+    .select_from(D.outerjoin(_LATEST_ATTEMPT_OF_D, true()))
+    .where(D.c.run_id == _p("run_id"), D.c.activation == _p("activation"))
+    .with_for_update(of=D)
+)
 OPEN_DELIVERIES_FOR_UPDATE = (
     select(D)
     .where(D.c.run_id == _p("run_id"), D.c.status.in_(("pending", "failed")))
@@ -455,13 +473,6 @@ INSERT_ATTEMPT = insert(A).values(
     provider_message_id=_p("provider_message_id"),
     provider_response=_p("provider_response"),
     created_at=_p("now"),
-)
-# What outcome_of reads: the latest row's outcome and error class.
-LATEST_ATTEMPT = (
-    select(A.c.outcome, A.c.error_class)
-    .where(A.c.delivery_id == _p("delivery_id"))
-    .order_by(A.c.attempt_number.desc())
-    .limit(1)
 )
 SEND_RESULT_RECORDED = select(
     exists().where(A.c.delivery_id == _p("delivery_id"), A.c.send_number == _p("send_number"))

@@ -5,11 +5,11 @@ Every function takes the open transaction's connection; none commits.
 
 Inside `Database.transaction()` a statement goes to asyncpg directly: compiled by SQLAlchemy once (per
 statement and set of parameter names, exactly as its own execute would compile it), prepared once per
-connection by asyncpg's statement cache, its parameters bound and its rows read with the same type processing
-as SQLAlchemy's. SQLAlchemy's execute costs ~110 us of Python per statement on top of asyncpg's ~65 us, about
-half of a decision's client time (bench/RESULTS.md, issue 14). Errors are raised as SQLAlchemy would
-(`tocsin.db.database.driver_failed`). A connection outside such a transaction, or a statement with an IN
-list that SQLAlchemy expands per call, goes through SQLAlchemy's execute as before.
+connection (an asyncpg PreparedStatement kept for it), its parameters bound and its rows read with the same
+type processing as SQLAlchemy's. SQLAlchemy's execute costs ~110 us of Python per statement on top of
+asyncpg's ~65 us, about half of a decision's client time (bench/RESULTS.md, issue 14). Errors are raised as
+SQLAlchemy would (`tocsin.db.database.driver_failed`). A connection outside such a transaction, or a statement
+with an IN list that SQLAlchemy expands per call, goes through SQLAlchemy's execute as before.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
+from asyncpg.prepared_stmt import PreparedStatement
 from sqlalchemy import Executable
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import Pool
@@ -76,10 +77,11 @@ class _Compiled:
     sql: str
     binds: tuple[_Bind, ...]
     columns: tuple[str, ...]
-    process: tuple[Callable[[Any], Any] | None, ...]
+    processed: tuple[tuple[str, Callable[[Any], Any]], ...]  # the columns whose values SQLAlchemy converts
 
 
 _COMPILED: dict[tuple[int, frozenset[str]], _Compiled | None] = {}
+_PREPARED_KEY = "tocsin.db.store.prepared"
 _LISTENERS: weakref.WeakKeyDictionary[Pool, list[StatementListener]] = weakref.WeakKeyDictionary()
 
 
@@ -87,6 +89,18 @@ def listen_statements(engine: AsyncEngine, listener: StatementListener) -> None:
     """Call `listener(sql, parameters)` for every statement this module sends to asyncpg on `engine`'s pool
     (SQLAlchemy's `before_cursor_execute` event sees the statements sent through SQLAlchemy)."""
     _LISTENERS.setdefault(engine.sync_engine.pool, []).append(listener)
+
+
+def _prepared(conn: AsyncConnection) -> dict[str, PreparedStatement]:
+    """The statements prepared on `conn`'s driver connection, by text: each is prepared once per connection, as
+    the floor of bench/engine_floor.py does (asyncpg's PreparedStatement skips Connection.fetch's statement-cache
+    lookup). Kept in the pool's info of that connection, which SQLAlchemy drops with it (and clears when it
+    reconnects), so no statement outlives the connection it was prepared on."""
+    info = conn.sync_connection.connection.info  # type: ignore[union-attr]  # valid: the caller checked driver_of
+    prepared: dict[str, PreparedStatement] | None = info.get(_PREPARED_KEY)
+    if prepared is None:
+        prepared = info[_PREPARED_KEY] = {}
+    return prepared
 
 
 def _compiled(conn: AsyncConnection, statement: Executable, params: dict[str, Any]) -> _Compiled | None:
@@ -99,6 +113,9 @@ def _compiled(conn: AsyncConnection, statement: Executable, params: dict[str, An
     found: _Compiled | None = None
     if not any(bind.expanding for bind in compiled.binds.values()):
         values = compiled.construct_params(_check=False)
+        result_columns = compiled._result_columns
+        columns = tuple(column[0] for column in result_columns)
+        process = (column[3].dialect_impl(dialect).result_processor(dialect, None) for column in result_columns)
         found = _Compiled(
             statement,
             compiled.string,
@@ -111,10 +128,8 @@ def _compiled(conn: AsyncConnection, statement: Executable, params: dict[str, An
                 )
                 for name in compiled.positiontup or ()
             ),
-            tuple(column[0] for column in compiled._result_columns),
-            tuple(
-                column[3].dialect_impl(dialect).result_processor(dialect, None) for column in compiled._result_columns
-            ),
+            columns,
+            tuple((name, p) for name, p in zip(columns, process, strict=True) if p is not None),
         )
     _COMPILED[key] = found
     return found
@@ -134,20 +149,27 @@ async def _rows(conn: AsyncConnection, statement: Executable, params: dict[str, 
         args.append(bind.process(value) if bind.process is not None else value)
     for listener in _LISTENERS.get(conn.sync_engine.pool, ()):
         listener(compiled.sql, args)
+    prepared = _prepared(conn)
     try:
-        records = await driver.fetch(compiled.sql, *args)
+        statement_on_driver = prepared.get(compiled.sql)
+        if statement_on_driver is None:
+            statement_on_driver = prepared[compiled.sql] = await driver.prepare(compiled.sql)
+        records = await statement_on_driver.fetch(*args)
     except BaseException as error:
+        # Prepared again next time: a statement the server no longer accepts (a schema change) is not kept.
+        prepared.pop(compiled.sql, None)
         failure = await driver_failed(conn, error, compiled.sql, args)
         if failure is error:
             raise
         raise failure from error
-    columns, process = compiled.columns, compiled.process
+    columns = compiled.columns
     if not columns:  # a textual statement: its columns are what the server named them
         return [dict(record.items()) for record in records]
-    return [
-        {name: (p(value) if p is not None else value) for name, p, value in zip(columns, process, record, strict=True)}
-        for record in records
-    ]
+    rows = [dict(zip(columns, record, strict=True)) for record in records]
+    for name, process in compiled.processed:
+        for row in rows:
+            row[name] = process(row[name])
+    return rows
 
 
 async def fetch_one(conn: AsyncConnection, model: type[M], statement: Executable, **params: Any) -> M:
@@ -304,13 +326,19 @@ async def lock_delivery(conn: AsyncConnection, delivery_id: uuid.UUID) -> Delive
 
 
 async def lock_delivery_and_run(
-    conn: AsyncConnection, delivery_id: uuid.UUID, *, tenant_id: str
+    conn: AsyncConnection, delivery_id: uuid.UUID, *, tenant_id: str | None = None
 ) -> tuple[Delivery, Run]:
     """Lock a delivery's run, then the delivery: the order every decision takes (run before delivery),
-    so that a receipt or a provider report racing `progress_run` waits instead of deadlocking."""
-    run_id = await scalar(conn, q.DELIVERY_RUN_ID_OF_TENANT, delivery_id=delivery_id, tenant_id=tenant_id)
+    so that a receipt or a provider report racing `progress_run` waits instead of deadlocking. Every writer of
+    attempts takes it (`lock_step_delivery_with_latest_attempt` relies on it). With `tenant_id`, another
+    tenant's delivery looks like no delivery at all."""
+    if tenant_id is None:
+        run_id = await scalar(conn, q.DELIVERY_RUN_ID, delivery_id=delivery_id)
+    else:
+        run_id = await scalar(conn, q.DELIVERY_RUN_ID_OF_TENANT, delivery_id=delivery_id, tenant_id=tenant_id)
     if run_id is None:
-        raise DeliveryNotFound(f"delivery {delivery_id} not found for tenant {tenant_id!r}")
+        whose = f" for tenant {tenant_id!r}" if tenant_id is not None else ""
+        raise DeliveryNotFound(f"delivery {delivery_id} not found{whose}")
     run = await lock_run(conn, run_id)
     return await lock_delivery(conn, delivery_id), run
 
@@ -321,6 +349,18 @@ async def step_delivery(
     """The delivery of one step activation; with `lock`, locked FOR UPDATE until the transaction ends."""
     statement = q.STEP_DELIVERY_FOR_UPDATE if lock else q.STEP_DELIVERY
     return await fetch_first(conn, Delivery, statement, run_id=run_id, activation=activation)
+
+
+async def lock_step_delivery_with_latest_attempt(
+    conn: AsyncConnection, run_id: uuid.UUID, activation: int
+) -> tuple[Delivery, AttemptOutcome | None] | None:
+    """The delivery of one step activation, locked FOR UPDATE, and its latest attempt, in one statement. The
+    caller holds the run's lock: the attempt read is then as fresh as a statement of its own after the lock."""
+    row = await first_row(conn, q.STEP_DELIVERY_WITH_LATEST_ATTEMPT_FOR_UPDATE, run_id=run_id, activation=activation)
+    if row is None:
+        return None
+    outcome, error_class = row.pop("latest_outcome"), row.pop("latest_error_class")
+    return Delivery.of(row), (AttemptOutcome(outcome, error_class) if outcome is not None else None)
 
 
 async def move_delivery(
@@ -383,11 +423,6 @@ async def insert_attempt(
         provider_response=provider_response or {},
         now=now,
     )
-
-
-async def latest_attempt(conn: AsyncConnection, delivery_id: uuid.UUID) -> AttemptOutcome | None:
-    row = await first_row(conn, q.LATEST_ATTEMPT, delivery_id=delivery_id)
-    return AttemptOutcome(row["outcome"], row["error_class"]) if row is not None else None
 
 
 def iso(moment: datetime | None) -> str | None:

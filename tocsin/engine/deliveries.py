@@ -141,9 +141,9 @@ async def mark_dispatched(db: Database, delivery_id: uuid.UUID, *, now: datetime
 
 
 async def record_attempt(db: Database, delivery_id: uuid.UUID, result: SendResult, *, now: datetime) -> Delivery:
-    """Record `result` as the result of the delivery's current send, as dispatch does."""
+    """Record `result` as the result of the delivery's current send, as dispatch does (its run locked first)."""
     async with db.transaction() as conn:
-        delivery = await store.lock_delivery(conn, delivery_id)
+        delivery, _ = await store.lock_delivery_and_run(conn, delivery_id)
         return await apply_result(conn, delivery, result, now=now, send_number=delivery.attempt_count or None)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tocsin.core.cursors import BEFORE_ALL
-from tocsin.core.errors import DeliveryNotFound, InvalidRequest
+from tocsin.core.errors import InvalidRequest
 from tocsin.core.models import Delivery
 from tocsin.db import Database, store
 from tocsin.db import queries as q
@@ -78,11 +78,8 @@ async def settle_feedback_deadline(db: Database, delivery_id: uuid.UUID, *, now:
     saying so and `terminal_at` = the deadline. Feedback that arrived first won; then nothing is written.
     """
     async with db.transaction() as conn:
-        run_id = await store.scalar(conn, q.DELIVERY_RUN_ID, delivery_id=delivery_id)
-        if run_id is None:
-            raise DeliveryNotFound(f"delivery {delivery_id} not found")
-        await store.lock_run(conn, run_id)
-        return await _settle_locked(conn, await store.lock_delivery(conn, delivery_id), now=now)
+        delivery, _ = await store.lock_delivery_and_run(conn, delivery_id)
+        return await _settle_locked(conn, delivery, now=now)
 
 
 async def settle_feedback_deadlines(

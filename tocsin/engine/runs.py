@@ -322,10 +322,11 @@ async def _progress_locked(db: Database, conn: AsyncConnection, run: Run, *, now
 
     definition = await db.definition(run.definition_id, conn)
     step = definition.step(run.current_step)
-    delivery = await store.step_delivery(conn, run.id, run.step_activation, lock=True)
-    if delivery is None:
+    found = await store.lock_step_delivery_with_latest_attempt(conn, run.id, run.step_activation)
+    if found is None:
         return Progress(kind="noop", run=run, reason="no_active_step_delivery")
-    outcome = outcome_of(delivery, await store.latest_attempt(conn, delivery.id))
+    delivery, latest = found
+    outcome = outcome_of(delivery, latest)
     context = run_context(run, await batches.items_of(conn, run, definition))
     match decide(step, outcome, context):
         case Hold(reason):
