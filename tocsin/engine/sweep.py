@@ -10,9 +10,11 @@ rejections, transitions) and commit. The rows are those `progress_run` would wri
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -57,27 +59,45 @@ async def progress_due_runs(
     for statement in (q.DUE_BATCHES_FOR_UPDATE, q.DUE_RUNS_FOR_UPDATE):
         after = BEFORE_ALL
         while len(results) < limit:
-            async with db.transaction() as conn:
-                runs = await store.fetch_all(
-                    conn,
-                    Run,
-                    statement,
-                    due_by=now - overdue_by,
-                    after_due_at=after[0],
-                    after_id=after[1],
-                    batch=min(batch_size, limit - len(results)),
-                )
-                if not runs:
-                    break
-                last = runs[-1]
-                if last.due_at is None:  # the schema's CHECK: a waiting or collecting run has a due_at
-                    raise RuntimeError(f"run {last.id} is {last.state} with no due_at")
-                after = (last.due_at, last.id)
-                definitions = {run.id: await db.definition(run.definition_id, conn) for run in runs}
-                items = await _items(conn, definitions)
-                plans = [plan_due(run, definitions[run.id], items.get(run.id), now=now) for run in runs]
-                results += await write_plans(conn, plans, now=now)
+            with _collector_paused():
+                async with db.transaction() as conn:
+                    runs = await store.fetch_all(
+                        conn,
+                        Run,
+                        statement,
+                        due_by=now - overdue_by,
+                        after_due_at=after[0],
+                        after_id=after[1],
+                        batch=min(batch_size, limit - len(results)),
+                    )
+                    if not runs:
+                        break
+                    last = runs[-1]
+                    if last.due_at is None:  # the schema's CHECK: a waiting or collecting run has a due_at
+                        raise RuntimeError(f"run {last.id} is {last.state} with no due_at")
+                    after = (last.due_at, last.id)
+                    definitions = {run.id: await db.definition(run.definition_id, conn) for run in runs}
+                    items = await _items(conn, definitions)
+                    plans = [plan_due(run, definitions[run.id], items.get(run.id), now=now) for run in runs]
+                    results += await write_plans(conn, plans, now=now)
     return results
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection during one batch. A batch allocates thousands of containers (rows, plans,
+    parameters) that live until it ends and are then freed by reference counting, none in a cycle: the collector
+    would only scan them, and the process's whole heap at each full collection, over and over (about 40% of a
+    sweep's CPU, bench/RESULTS.md). It runs again at the first allocation after the batch. A process that has
+    disabled it keeps it so."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 async def _items(
