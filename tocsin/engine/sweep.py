@@ -161,7 +161,8 @@ async def write_plans(conn: AsyncConnection, plans: Sequence[Plan], *, now: date
 
 
 async def _write_runs(conn: AsyncConnection, plans: Sequence[Plan], *, now: datetime) -> dict[uuid.UUID, Run]:
-    """The run UPDATEs; each returns what it set, merged here into the row the sweep locked."""
+    """The run UPDATEs; each returns what it set, merged here with the context it was sent into the row the sweep
+    locked."""
     locked = {plan.run.id: plan.run for plan in plans}
     activations = [(plan.run.id, plan.update) for plan in plans if isinstance(plan.update, Activation)]
     finishes = [(plan.run.id, plan.update) for plan in plans if isinstance(plan.update, Finish)]
@@ -201,7 +202,11 @@ async def _write_runs(conn: AsyncConnection, plans: Sequence[Plan], *, now: date
             ),
             now=now,
         )
-    return {row["id"]: locked[row["id"]].model_copy(update=row) for row in written}
+    contexts = {plan.run.id: plan.update.status_context for plan in plans if plan.update is not None}
+    return {
+        row["id"]: locked[row["id"]].model_copy(update={**row, "status_context": contexts[row["id"]]})
+        for row in written
+    }
 
 
 async def _write_deliveries(
@@ -215,9 +220,10 @@ async def _write_deliveries(
     values = [plan.values(zones.get((plan.tenant_id, plan.recipient)), now=now) for plan in plans]
     columns = {name: [row[name] for row in values] for name in values[0] if name != "now"}
     columns["content"] = [_json(content) for content in columns["content"]]
+    contents = {plan.run_id: plan.content for plan in plans}
     inserted = {
-        delivery.run_id: delivery
-        for delivery in await store.fetch_all(conn, Delivery, q.INSERT_DELIVERIES, **_each(**columns), now=now)
+        row["run_id"]: Delivery.of({**row, "content": contents[row["run_id"]]})
+        for row in await store.fetch_rows(conn, q.INSERT_DELIVERIES, **_each(**columns), now=now)
     }
     found = dict(inserted)
     lost = [plan for plan in plans if plan.run_id not in inserted]
