@@ -285,8 +285,7 @@ def _profile_text(profiler: cProfile.Profile, collections: dict[int, list[float]
     the cyclic garbage collector's work (gc.callbacks)."""
     stats = pstats.Stats(profiler)
     entries = sorted(stats.stats.items(), key=lambda item: item[1][2], reverse=True)  # type: ignore[attr-defined]
-    total = sum(entry[2] for _, entry in entries)
-    lines = [f"    {total / runs * 1e6:7.1f} us/run in all (own time of every function)"]
+    lines = []
     for (filename, line, name), (_, calls, own, cumulative, _) in entries[:PROFILE_TOP]:
         where = f"{os.path.relpath(filename) if filename.startswith('/') else filename}:{line}({name})"
         lines.append(
