@@ -2,7 +2,7 @@
 in 1 and 2 processes, against the per-run sweep it replaced (one transaction per run) measured in the same run.
 
     .venv/bin/python -m bench.due_sweep [--database-url URL] [--runs N] [--total M] [--rounds R]
-        [--batch-size B] [--old-runs N] [--layouts distinct,tied]
+        [--batch-size B] [--old-runs N] [--layouts distinct,tied] [--profile]
 
 Quick by default (1 000 due among 20 000); the issue's sizes: `--runs 10000 --total 1000000`.
 
@@ -16,16 +16,23 @@ are connected and warm. The sweeps are checked: every due run advanced exactly o
 `old`: the per-run sweep as it was before the set-based one (one `SELECT ... LIMIT 1 FOR UPDATE SKIP LOCKED`
 keyset step and one progress_run decision per transaction), over the first `--old-runs` due runs.
 The EXPLAIN of the batch lock query (first and a middle batch) is printed for each layout, and of the old one-run
-step half way (bench/due_index.py compares the index of revision 0005 with 0006's on ties).
+step half way (bench/due_index.py compares the index of revision 0005 with 0006's on ties). `CPU us/run`: the
+sweepers' own CPU time per run swept; `--profile` adds one profiled 1-process sweep (cProfile, the functions with
+the most time of their own per run, and the garbage collector's collections).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import cProfile
+import functools
+import gc
 import multiprocessing
 import multiprocessing.synchronize
 import os
+import pstats
 import shlex
 import statistics
 import sys
@@ -227,8 +234,19 @@ class Config:
 
 
 def _sweeper(
-    url: str, sweeper: str, limit: int, batch_size: int, barrier: multiprocessing.synchronize.Barrier, out: Any
+    url: str,
+    sweeper: str,
+    limit: int,
+    batch_size: int,
+    barrier: multiprocessing.synchronize.Barrier,
+    out: Any,
+    profile: bool = False,
 ) -> None:
+    profiler = cProfile.Profile() if profile else None
+    collections: dict[int, list[float]] = {}  # generation -> [collections, seconds]
+    if profile:
+        gc.callbacks.append(functools.partial(_count_collection, collections, [0.0]))
+
     async def main() -> None:
         db = await Database.connect(url, pool_size=2, max_overflow=0)
         try:
@@ -236,25 +254,62 @@ def _sweeper(
                 definition_id: uuid.UUID = (await conn.execute(select(t.workflow_definitions.c.id))).scalar_one()
                 await db.definition(definition_id, conn)
             barrier.wait()
-            began = time.perf_counter()
-            if sweeper == "old":
-                done = await old_sweep(db, now=NOW, limit=limit)
-            else:
-                done = await progress_due_runs(db, now=NOW, limit=limit, batch_size=batch_size)
-            ended = time.perf_counter()
+            began, cpu = time.perf_counter(), time.process_time()
+            with profiler or contextlib.nullcontext():
+                if sweeper == "old":
+                    done = await old_sweep(db, now=NOW, limit=limit)
+                else:
+                    done = await progress_due_runs(db, now=NOW, limit=limit, batch_size=batch_size)
+            ended, cpu = time.perf_counter(), time.process_time() - cpu
         finally:
             await db.close()
-        out.put((began, ended, [(str(p.run.id), p.kind) for p in done]))
+        shown = _profile_text(profiler, collections, len(done)) if profiler is not None else ""
+        out.put((began, ended, cpu, [(str(p.run.id), p.kind) for p in done], shown))
 
     asyncio.run(main())
 
 
-def sweep(url: str, config: Config, *, limit: int, batch_size: int) -> tuple[float, list[list[tuple[str, str]]]]:
+def _count_collection(
+    collections: dict[int, list[float]], began: list[float], phase: str, info: dict[str, Any]
+) -> None:
+    if phase == "start":
+        began[0] = time.perf_counter()
+    else:
+        counted = collections.setdefault(info["generation"], [0, 0.0])
+        counted[0] += 1
+        counted[1] += time.perf_counter() - began[0]
+
+
+def _profile_text(profiler: cProfile.Profile, collections: dict[int, list[float]], runs: int) -> str:
+    """The functions with the most time of their own, in us per run swept (cProfile's overhead included), and
+    the cyclic garbage collector's work (gc.callbacks)."""
+    stats = pstats.Stats(profiler)
+    entries = sorted(stats.stats.items(), key=lambda item: item[1][2], reverse=True)  # type: ignore[attr-defined]
+    lines = []
+    for (filename, line, name), (_, calls, own, cumulative, _) in entries[:PROFILE_TOP]:
+        where = f"{os.path.relpath(filename) if filename.startswith('/') else filename}:{line}({name})"
+        lines.append(
+            f"    {own / runs * 1e6:7.1f} us/run own {cumulative / runs * 1e6:7.1f} cumulative {calls / runs:6.1f} "
+            f"calls/run  {where}"
+        )
+    gcs = ", ".join(f"gen{g} {n:.0f}x {s * 1e3:.0f} ms" for g, (n, s) in sorted(collections.items())) or "none"
+    lines.append(f"    gc collections during the sweep: {gcs}")
+    return "\n".join(lines)
+
+
+PROFILE_TOP = 25
+
+
+def sweep(
+    url: str, config: Config, *, limit: int, batch_size: int, profile: bool = False
+) -> tuple[float, float, list[list[tuple[str, str]]], str]:
+    """Wall time from the barrier to the last sweeper's end, the sweepers' CPU time in all, what each swept,
+    and the profile of the first (with `profile`)."""
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(config.processes)
     out = ctx.Queue()
     # Each process sweeps until nothing is due (or its limit): its share of the runs.
-    args = (url, config.sweeper, limit, batch_size, barrier, out)
+    args = (url, config.sweeper, limit, batch_size, barrier, out, profile)
     procs = [ctx.Process(target=_sweeper, args=args) for _ in range(config.processes)]
     for p in procs:
         p.start()
@@ -262,7 +317,8 @@ def sweep(url: str, config: Config, *, limit: int, batch_size: int) -> tuple[flo
     for p in procs:
         p.join()
     # perf_counter is CLOCK_MONOTONIC on Linux: comparable across processes.
-    return max(r[1] for r in reports) - min(r[0] for r in reports), [r[2] for r in reports]
+    wall = max(r[1] for r in reports) - min(r[0] for r in reports)
+    return wall, sum(r[2] for r in reports), [r[3] for r in reports], reports[0][4]
 
 
 async def check(url: str, swept: Sequence[str], *, expected: int) -> None:
@@ -376,6 +432,7 @@ async def run(args: argparse.Namespace) -> None:
 async def body(target: Target, args: argparse.Namespace) -> None:
     walls: dict[tuple[str, Config], list[float]] = {}
     shares: dict[tuple[str, Config], list[str]] = {}
+    cpus: dict[tuple[str, Config], list[float]] = {}  # the sweepers' CPU seconds per run
     async with scratch_database(target.server_url) as distinct_url:
         began = time.perf_counter()
         await build(distinct_url, total=args.total, due=args.runs)
@@ -391,7 +448,7 @@ async def body(target: Target, args: argparse.Namespace) -> None:
                     for config in CONFIGS if number % 2 == 0 else CONFIGS[::-1]:
                         limit = args.old_runs if config.sweeper == "old" else args.runs
                         async with copy_of(target.server_url, _name(templates[layout])) as url:
-                            wall, done = await asyncio.to_thread(
+                            wall, cpu, done, _ = await asyncio.to_thread(
                                 sweep, url, config, limit=limit, batch_size=args.batch_size
                             )
                             swept = [run_id for share in done for run_id, _ in share]
@@ -399,7 +456,26 @@ async def body(target: Target, args: argparse.Namespace) -> None:
                             await check(url, swept, expected=limit)
                         walls.setdefault((layout, config), []).append(limit / wall)
                         shares.setdefault((layout, config), []).append("/".join(str(len(s)) for s in done))
-    report(walls, shares, args)
+                        cpus.setdefault((layout, config), []).append(cpu / limit)
+            if args.profile:
+                await profile(templates[args.layouts[0]], target.server_url, args)
+    report(walls, shares, cpus, args)
+
+
+async def profile(template_url: str, server_url: str, args: argparse.Namespace) -> None:
+    """One more set-based sweep in 1 process, under cProfile, on a fresh copy of the first layout."""
+    async with copy_of(server_url, _name(template_url)) as url:
+        config = Config("set-based, 1 process, profiled", "new", 1)
+        wall, cpu, done, shown = await asyncio.to_thread(
+            sweep, url, config, limit=args.runs, batch_size=args.batch_size, profile=True
+        )
+        assert Counter(kind for share in done for _, kind in share) == {"advanced": args.runs}
+    print(
+        f"\nProfile ({args.layouts[0]}) of progress_due_runs, 1 process, {args.runs} runs: "
+        f"{args.runs / wall:.0f} runs/s and {cpu / args.runs * 1e6:.0f} us of CPU per run with the profiler on; "
+        f"the top {PROFILE_TOP} by own time:\n"
+    )
+    print(shown)
 
 
 def _name(url: str) -> str:
@@ -407,7 +483,10 @@ def _name(url: str) -> str:
 
 
 def report(
-    rates: dict[tuple[str, Config], list[float]], shares: dict[tuple[str, Config], list[str]], args: Any
+    rates: dict[tuple[str, Config], list[float]],
+    shares: dict[tuple[str, Config], list[str]],
+    cpus: dict[tuple[str, Config], list[float]],
+    args: Any,
 ) -> None:
     print(f"\n## progress_due_runs: {args.runs} due among {args.total} runs, runs/s (mean of {args.rounds} rounds)\n")
     lines = []
@@ -425,6 +504,7 @@ def report(
                     f"{rate:.0f}",
                     " ".join(f"{r:.0f}" for r in rates[(layout, config)]),
                     " ".join(shares[(layout, config)]) if config.processes > 1 else "",
+                    f"{statistics.fmean(cpus[(layout, config)]) * 1e6:.0f}",
                     f"{rate / old:.1f}x",
                     f"{rate / one:.2f}x" if config.sweeper == "new" else "",
                 ]
@@ -434,7 +514,8 @@ def report(
             f"{layout}: {one:.0f} runs/s in 1 process, {two:.0f} in 2 ({two / one:.2f}x), "
             f"{one / old:.1f}x the per-run sweep"
         )
-    headers = ["due_at", "sweep", "runs", "runs/s", "runs/s by round", "runs per process", "x old", "x 1 process"]
+    headers = ["due_at", "sweep", "runs", "runs/s", "runs/s by round", "runs per process", "CPU us/run"]
+    headers += ["x old", "x 1 process"]
     print(table(headers, lines))
     print(f"\ndue_sweep summary: {'; '.join(summary)}")
 
@@ -452,6 +533,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--old-runs", type=int, help="due runs the old per-run sweep takes (default: --runs)")
     parser.add_argument("--layouts", default="distinct,tied", help="distinct, tied or both (default both)")
+    parser.add_argument(
+        "--profile", action="store_true", help="then profile one more 1-process sweep of the first layout (cProfile)"
+    )
     args = parser.parse_args(argv)
     args.old_runs = min(args.old_runs or args.runs, args.runs)
     args.layouts = [layout.strip() for layout in args.layouts.split(",") if layout.strip()]

@@ -531,7 +531,8 @@ def _rows(*columns: tuple[str, Any]) -> TableValuedAlias:
 
 # An UPDATE joined to its rows also names its keys as `= ANY(...)`: the planner then looks each row up by its
 # key instead of hashing the whole table (it cannot see which rows an unnest() will yield). The run UPDATEs
-# return the id and the columns they set: the caller holds the rest, the row it locked.
+# return the id and the columns they set but status_context: the caller holds the rest, the row it locked, and
+# the context it sent (no JSON read back to decode).
 _activations = _rows(("run_id", _UUID), ("current_step", Text), ("status_context", Text))
 _ACTIVATIONS_SET: dict[str, Any] = {
     "current_step": _activations.c.current_step,
@@ -544,7 +545,7 @@ ACTIVATE_STEPS = (
     update(R)
     .where(R.c.id == _activations.c.run_id, R.c.id == any_(_each("run_id", _UUID)))
     .values(**_ACTIVATIONS_SET)
-    .returning(R.c.id, *(R.c[name] for name in _ACTIVATIONS_SET))
+    .returning(R.c.id, *(R.c[name] for name in _ACTIVATIONS_SET if name != "status_context"))
 )
 _finishes = _rows(
     ("run_id", _UUID), ("state", Text), ("status_reason", Text), ("status_context", Text), ("terminal_reason", Text)
@@ -562,7 +563,7 @@ FINISH_RUNS = (
     update(R)
     .where(R.c.id == _finishes.c.run_id, R.c.id == any_(_each("run_id", _UUID)))
     .values(**_FINISHES_SET)
-    .returning(R.c.id, *(R.c[name] for name in _FINISHES_SET))
+    .returning(R.c.id, *(R.c[name] for name in _FINISHES_SET if name != "status_context"))
 )
 _closes = _rows(("run_id", _UUID), ("status_context", Text))
 _CLOSES_SET: dict[str, Any] = {
@@ -575,7 +576,7 @@ CLOSE_BATCHES = (
     update(R)
     .where(R.c.id == _closes.c.run_id, R.c.id == any_(_each("run_id", _UUID)))
     .values(**_CLOSES_SET)
-    .returning(R.c.id, *(R.c[name] for name in _CLOSES_SET))
+    .returning(R.c.id, *(R.c[name] for name in _CLOSES_SET if name != "status_context"))
 )
 # RUN_ITEMS of many runs: the items of the batched runs among a sweep's batch, each run's in position order.
 ITEMS_OF_RUNS = select(I).where(I.c.run_id == any_(_each("run_id", _UUID))).order_by(I.c.run_id, I.c.position)
@@ -658,7 +659,8 @@ INSERT_DELIVERIES = (
     )
     # As INSERT_DELIVERY: a row some planner already wrote stays, and the caller reads it back.
     .on_conflict_do_nothing(index_elements=[D.c.run_id, D.c.activation])
-    .returning(*D.c)
+    # All but the content, which the caller sent (no JSON read back to decode).
+    .returning(*(c for c in D.c if c.name != "content"))
 )
 _activations_of = _rows(("run_id", _UUID), ("activation", Integer))
 STEP_DELIVERIES_FOR_UPDATE = (

@@ -250,44 +250,6 @@ async def lock_run(conn: AsyncConnection, run_id: uuid.UUID, *, tenant_id: str |
     return await get_run(conn, run_id, tenant_id=tenant_id, lock=True)
 
 
-async def finish_run(
-    conn: AsyncConnection,
-    run: Run,
-    *,
-    now: datetime,
-    state: Literal["completed", "stopped"],
-    status_reason: str,
-    transition_reason: str,
-    context: dict[str, Any],
-    terminal_reason: str | None = None,
-    delivery_id: uuid.UUID | None = None,
-) -> Run:
-    """End a locked run and record why, in the run and in its audit trail alike."""
-    finished = await fetch_one(
-        conn,
-        Run,
-        q.FINISH_RUN,
-        run_id=run.id,
-        now=now,
-        state=state,
-        status_reason=status_reason,
-        status_context=context,
-        terminal_reason=terminal_reason,
-    )
-    await append_transition(
-        conn,
-        run,
-        now=now,
-        reason=transition_reason,
-        from_state=run.state,
-        to_state=state,
-        step_key=run.current_step,
-        delivery_id=delivery_id,
-        context=context,
-    )
-    return finished
-
-
 async def append_transition(
     conn: AsyncConnection,
     run: Run,

@@ -205,7 +205,7 @@ def plan_finish(
     terminal_reason: str | None = None,
     delivery_id: uuid.UUID | None = None,
 ) -> Plan:
-    """End the run and record why, in the run and in its audit trail alike (as `store.finish_run` writes it)."""
+    """End the run and record why, in the run and in its audit trail alike."""
     transition = TransitionPlan(
         transition_reason, run.state, state, context, step_key=run.current_step, delivery_id=delivery_id
     )

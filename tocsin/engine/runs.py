@@ -29,7 +29,7 @@ from tocsin.engine import batches
 from tocsin.engine.batches import Trigger
 from tocsin.engine.deliveries import move
 from tocsin.engine.planning import plan_next_step_delivery, write_plan
-from tocsin.engine.plans import plan_due, plan_outcome_advance, run_context
+from tocsin.engine.plans import plan_due, plan_finish, plan_outcome_advance, run_context
 from tocsin.engine.signals import earliest_cancelling_signal, stop_by_signal
 from tocsin.engine.sweep import progress_due_runs
 
@@ -182,17 +182,15 @@ async def _throttle(conn: AsyncConnection, run: Run, trigger: Trigger, count: in
     throttle = trigger.definition.throttle
     if throttle is None:
         raise ValueError(f"{trigger.definition.key!r} has no throttle")
-    throttled = await store.finish_run(
-        conn,
+    plan = plan_finish(
         run,
-        now=trigger.now,
         state="stopped",
         status_reason="throttled",
         transition_reason="workflow_throttled",
         context={"limit": throttle.limit, "period_seconds": throttle.period_seconds, "count": count},
         terminal_reason=f"throttle:{throttle.limit}/{throttle.period_seconds}s",
     )
-    return _started(throttled)
+    return _started((await write_plan(conn, plan, now=trigger.now)).run)
 
 
 def _render_key(template: str | None, context: dict[str, Any], location: str) -> str | None:
@@ -294,16 +292,15 @@ async def cancel_run(db: Database, run_id: uuid.UUID, *, tenant_id: str, reason:
         run = await store.lock_run(conn, run_id, tenant_id=tenant_id)
         if run.finished:
             return run
-        stopped = await store.finish_run(
-            conn,
+        plan = plan_finish(
             run,
-            now=now,
             state="stopped",
             status_reason="stopped_by_request",
             transition_reason="workflow_cancelled",
             context={"reason": reason},
             terminal_reason=reason,
         )
+        stopped = (await write_plan(conn, plan, now=now)).run
         for delivery in await store.fetch_all(conn, Delivery, q.OPEN_DELIVERIES_FOR_UPDATE, run_id=run.id):
             await move(conn, delivery, "cancelled", now=now, suppression_reason="run_cancelled")
         return stopped
@@ -335,10 +332,8 @@ async def _progress_locked(db: Database, conn: AsyncConnection, run: Run, *, now
             return await _outcome_advance(conn, run, definition, delivery, rule, branch, context, now=now)
         case RuleFailed(rule):
             await _retire_if_failed(conn, delivery, now=now)
-            stopped = await store.finish_run(
-                conn,
+            plan = plan_finish(
                 run,
-                now=now,
                 state="stopped",
                 status_reason="rule_failed",
                 transition_reason="rule_failed",
@@ -347,14 +342,12 @@ async def _progress_locked(db: Database, conn: AsyncConnection, run: Run, *, now
                 terminal_reason="error:invalid_condition",
                 delivery_id=delivery.id,
             )
-            return Progress(kind="stopped", run=stopped)
+            return await write_plan(conn, plan, now=now)
         case Halt(rule, branch):
             await _retire_if_failed(conn, delivery, now=now)
             context = _terminal_context("stop", branch, delivery) | _when(rule)
-            stopped = await store.finish_run(
-                conn,
+            plan = plan_finish(
                 run,
-                now=now,
                 state="stopped",
                 status_reason="workflow_stopped",
                 transition_reason="workflow_stopped",
@@ -362,22 +355,20 @@ async def _progress_locked(db: Database, conn: AsyncConnection, run: Run, *, now
                 terminal_reason=f"rule:{rule.outcome}",
                 delivery_id=delivery.id,
             )
-            return Progress(kind="stopped", run=stopped)
+            return await write_plan(conn, plan, now=now)
         case EnterWait(rule, branch):
             return await _enter_wait(conn, run, delivery, rule, context, now=now)
         case Complete(branch):
             context = _terminal_context("implicit_completion", branch, delivery)
-            completed = await store.finish_run(
-                conn,
+            plan = plan_finish(
                 run,
-                now=now,
                 state="completed",
                 status_reason="workflow_completed",
                 transition_reason="workflow_completed",
                 context=context,
                 delivery_id=delivery.id,
             )
-            return Progress(kind="completed", run=completed)
+            return await write_plan(conn, plan, now=now)
 
 
 def _when(rule: OnOutcomeRule | StopRule | WaitUntilRule) -> dict[str, Any]:
@@ -405,7 +396,7 @@ async def _enter_wait(
 ) -> Progress:
     raced = await earliest_cancelling_signal(conn, run, rule.cancel_signals)
     if raced is not None:
-        return Progress(kind="stopped", run=await stop_by_signal(conn, run, raced, now=now))
+        return await stop_by_signal(conn, run, raced, now=now)
     wait: dict[str, Any] = {"rule_kind": "wait_until"}
     if rule.until is not None:
         moment = until_moment(rule.until, context)
@@ -455,10 +446,8 @@ async def _enter_wait(
 async def _wait_failed(
     conn: AsyncConnection, run: Run, delivery: Delivery, rule: WaitUntilRule, error: str, *, now: datetime
 ) -> Progress:
-    stopped = await store.finish_run(
-        conn,
+    plan = plan_finish(
         run,
-        now=now,
         state="stopped",
         status_reason="wait_failed",
         transition_reason="wait_failed",
@@ -467,7 +456,7 @@ async def _wait_failed(
         terminal_reason="error:invalid_until",
         delivery_id=delivery.id,
     )
-    return Progress(kind="stopped", run=stopped)
+    return await write_plan(conn, plan, now=now)
 
 
 async def _outcome_advance(

@@ -10,24 +10,25 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tocsin.core.errors import InvalidRequest
 from tocsin.core.limits import check_data, check_identifier
-from tocsin.core.models import Run
+from tocsin.core.models import Progress, Run
 from tocsin.db import Database, store
 from tocsin.db import queries as q
 from tocsin.db.store import SignalRef
+from tocsin.engine.planning import write_plan
+from tocsin.engine.plans import plan_finish
 
 
-async def stop_by_signal(conn: AsyncConnection, run: Run, signal: SignalRef, *, now: datetime) -> Run:
+async def stop_by_signal(conn: AsyncConnection, run: Run, signal: SignalRef, *, now: datetime) -> Progress:
     """Stop a run (locked by the caller) because `signal` arrived."""
-    return await store.finish_run(
-        conn,
+    plan = plan_finish(
         run,
-        now=now,
         state="stopped",
         status_reason="stopped_by_signal",
         transition_reason="signal_received",
         context={"event_name": signal.name, "signal_id": str(signal.id)},
         terminal_reason=f"signal:{signal.name}",
     )
+    return await write_plan(conn, plan, now=now)
 
 
 async def earliest_cancelling_signal(conn: AsyncConnection, run: Run, names: tuple[str, ...]) -> SignalRef | None:

@@ -10,9 +10,11 @@ rejections, transitions) and commit. The rows are those `progress_run` would wri
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -57,27 +59,45 @@ async def progress_due_runs(
     for statement in (q.DUE_BATCHES_FOR_UPDATE, q.DUE_RUNS_FOR_UPDATE):
         after = BEFORE_ALL
         while len(results) < limit:
-            async with db.transaction() as conn:
-                runs = await store.fetch_all(
-                    conn,
-                    Run,
-                    statement,
-                    due_by=now - overdue_by,
-                    after_due_at=after[0],
-                    after_id=after[1],
-                    batch=min(batch_size, limit - len(results)),
-                )
-                if not runs:
-                    break
-                last = runs[-1]
-                if last.due_at is None:  # the schema's CHECK: a waiting or collecting run has a due_at
-                    raise RuntimeError(f"run {last.id} is {last.state} with no due_at")
-                after = (last.due_at, last.id)
-                definitions = {run.id: await db.definition(run.definition_id, conn) for run in runs}
-                items = await _items(conn, definitions)
-                plans = [plan_due(run, definitions[run.id], items.get(run.id), now=now) for run in runs]
-                results += await write_plans(conn, plans, now=now)
+            with _collector_paused():
+                async with db.transaction() as conn:
+                    runs = await store.fetch_all(
+                        conn,
+                        Run,
+                        statement,
+                        due_by=now - overdue_by,
+                        after_due_at=after[0],
+                        after_id=after[1],
+                        batch=min(batch_size, limit - len(results)),
+                    )
+                    if not runs:
+                        break
+                    last = runs[-1]
+                    if last.due_at is None:  # the schema's CHECK: a waiting or collecting run has a due_at
+                        raise RuntimeError(f"run {last.id} is {last.state} with no due_at")
+                    after = (last.due_at, last.id)
+                    definitions = {run.id: await db.definition(run.definition_id, conn) for run in runs}
+                    items = await _items(conn, definitions)
+                    plans = [plan_due(run, definitions[run.id], items.get(run.id), now=now) for run in runs]
+                    results += await write_plans(conn, plans, now=now)
     return results
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection during one batch. A batch allocates thousands of containers (rows, plans,
+    parameters) that live until it ends and are then freed by reference counting, none in a cycle: the collector
+    would only scan them, and the process's whole heap at each full collection, over and over (about 40% of a
+    sweep's CPU, bench/RESULTS.md). It runs again at the first allocation after the batch. A process that has
+    disabled it keeps it so."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 async def _items(
@@ -141,7 +161,8 @@ async def write_plans(conn: AsyncConnection, plans: Sequence[Plan], *, now: date
 
 
 async def _write_runs(conn: AsyncConnection, plans: Sequence[Plan], *, now: datetime) -> dict[uuid.UUID, Run]:
-    """The run UPDATEs; each returns what it set, merged here into the row the sweep locked."""
+    """The run UPDATEs; each returns what it set, merged here with the context it was sent into the row the sweep
+    locked."""
     locked = {plan.run.id: plan.run for plan in plans}
     activations = [(plan.run.id, plan.update) for plan in plans if isinstance(plan.update, Activation)]
     finishes = [(plan.run.id, plan.update) for plan in plans if isinstance(plan.update, Finish)]
@@ -181,7 +202,11 @@ async def _write_runs(conn: AsyncConnection, plans: Sequence[Plan], *, now: date
             ),
             now=now,
         )
-    return {row["id"]: locked[row["id"]].model_copy(update=row) for row in written}
+    contexts = {plan.run.id: plan.update.status_context for plan in plans if plan.update is not None}
+    return {
+        row["id"]: locked[row["id"]].model_copy(update={**row, "status_context": contexts[row["id"]]})
+        for row in written
+    }
 
 
 async def _write_deliveries(
@@ -195,9 +220,10 @@ async def _write_deliveries(
     values = [plan.values(zones.get((plan.tenant_id, plan.recipient)), now=now) for plan in plans]
     columns = {name: [row[name] for row in values] for name in values[0] if name != "now"}
     columns["content"] = [_json(content) for content in columns["content"]]
+    contents = {plan.run_id: plan.content for plan in plans}
     inserted = {
-        delivery.run_id: delivery
-        for delivery in await store.fetch_all(conn, Delivery, q.INSERT_DELIVERIES, **_each(**columns), now=now)
+        row["run_id"]: Delivery.of({**row, "content": contents[row["run_id"]]})
+        for row in await store.fetch_rows(conn, q.INSERT_DELIVERIES, **_each(**columns), now=now)
     }
     found = dict(inserted)
     lost = [plan for plan in plans if plan.run_id not in inserted]
