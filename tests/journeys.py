@@ -7,6 +7,7 @@ Row readers return plain dicts (column -> value) so that tests can compare whole
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -206,12 +207,14 @@ async def assert_noop(db: Database, run_id: uuid.UUID, *, now: datetime, reason:
 
 
 async def lock_waiters(db: Database, expected: int) -> None:
-    """Return once `expected` backends of this database are blocked on a lock (5 s at most)."""
+    """Return once `expected` backends of this database are blocked on a lock (60 s at most: on a machine loaded
+    by other work, 21 callers took more than 5 s to reach the lock)."""
     query = text(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
     )
     waiting = 0
-    for _ in range(500):
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
         async with db.transaction() as conn:  # a new transaction each time: a fresh activity snapshot
             waiting = await conn.scalar(query)
         if waiting == expected:

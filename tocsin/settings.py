@@ -55,6 +55,8 @@ class WorkerTuning(TypedDict):
     max_cached_workflows: int
     max_concurrent_workflow_tasks: int
     max_concurrent_activities: int
+    # The engine's decisions and instant sends run as local activities (workflows/journey.py), in these slots.
+    max_concurrent_local_activities: int
     workflow_task_poller_behavior: PollerBehavior
     activity_task_poller_behavior: PollerBehavior
 
@@ -172,6 +174,9 @@ class Settings(BaseSettings):
     worker_max_concurrent_activities: int = Field(
         DEFAULT_MAX_CONCURRENT_TASKS, ge=1, validation_alias=env("TOCSIN_WORKER_MAX_CONCURRENT_ACTIVITIES")
     )
+    worker_max_concurrent_local_activities: int = Field(
+        DEFAULT_MAX_CONCURRENT_TASKS, ge=1, validation_alias=env("TOCSIN_WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES")
+    )
     worker_workflow_task_pollers: str = Field(
         str(DEFAULT_POLLERS.maximum), validation_alias=env("TOCSIN_WORKER_WORKFLOW_TASK_POLLERS")
     )
@@ -243,6 +248,7 @@ class Settings(BaseSettings):
             max_cached_workflows=self.worker_max_cached_workflows,
             max_concurrent_workflow_tasks=self.worker_max_concurrent_workflow_tasks,
             max_concurrent_activities=self.worker_max_concurrent_activities,
+            max_concurrent_local_activities=self.worker_max_concurrent_local_activities,
             workflow_task_poller_behavior=poller_behavior(
                 self.worker_workflow_task_pollers, minimum=POLLER_MINIMUMS["worker_workflow_task_pollers"]
             ),

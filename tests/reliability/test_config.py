@@ -85,6 +85,7 @@ def test_the_worker_tuning_comes_from_the_environment(monkeypatch: pytest.Monkey
         "TOCSIN_WORKER_MAX_CACHED_WORKFLOWS": "0",
         "TOCSIN_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS": "20",
         "TOCSIN_WORKER_MAX_CONCURRENT_ACTIVITIES": "30",
+        "TOCSIN_WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES": "40",
         "TOCSIN_WORKER_WORKFLOW_TASK_POLLERS": "Auto",
         "TOCSIN_WORKER_ACTIVITY_TASK_POLLERS": "1",
     }
@@ -94,6 +95,7 @@ def test_the_worker_tuning_comes_from_the_environment(monkeypatch: pytest.Monkey
         max_cached_workflows=0,
         max_concurrent_workflow_tasks=20,
         max_concurrent_activities=30,
+        max_concurrent_local_activities=40,
         workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
         activity_task_poller_behavior=PollerBehaviorSimpleMaximum(maximum=1),
     )
@@ -106,7 +108,11 @@ def test_unset_the_worker_tuning_is_the_sdk_workers_default() -> None:
     assert tuning["workflow_task_poller_behavior"] == sdk["workflow_task_poller_behavior"].default
     assert tuning["activity_task_poller_behavior"] == sdk["activity_task_poller_behavior"].default
     # The SDK's None for these means its fixed-size tuner's 100 slots.
-    assert (tuning["max_concurrent_workflow_tasks"], tuning["max_concurrent_activities"]) == (100, 100)
+    assert (
+        tuning["max_concurrent_workflow_tasks"],
+        tuning["max_concurrent_activities"],
+        tuning["max_concurrent_local_activities"],
+    ) == (100, 100, 100)
 
 
 @pytest.mark.parametrize(

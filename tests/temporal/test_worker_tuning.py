@@ -32,6 +32,7 @@ async def test_a_worker_tuned_from_the_environment_runs_journeys_past_its_cache(
         "TOCSIN_WORKER_MAX_CACHED_WORKFLOWS": "1",
         "TOCSIN_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS": "2",
         "TOCSIN_WORKER_MAX_CONCURRENT_ACTIVITIES": "2",
+        "TOCSIN_WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES": "3",
         "TOCSIN_WORKER_WORKFLOW_TASK_POLLERS": "2",
         "TOCSIN_WORKER_ACTIVITY_TASK_POLLERS": "auto",
     }.items():
@@ -49,9 +50,10 @@ async def test_a_worker_tuned_from_the_environment_runs_journeys_past_its_cache(
         config.get("max_cached_workflows"),
         config.get("max_concurrent_workflow_tasks"),
         config.get("max_concurrent_activities"),
+        config.get("max_concurrent_local_activities"),
         config.get("workflow_task_poller_behavior"),
         config.get("activity_task_poller_behavior"),
-    ) == (1, 2, 2, PollerBehaviorSimpleMaximum(maximum=2), PollerBehaviorAutoscaling())
+    ) == (1, 2, 2, 3, PollerBehaviorSimpleMaximum(maximum=2), PollerBehaviorAutoscaling())
     async with worker:
         runs = [
             await tocsin.start_run(

@@ -55,6 +55,7 @@ def build_worker(
     max_cached_workflows: int = DEFAULT_MAX_CACHED_WORKFLOWS,
     max_concurrent_workflow_tasks: int = DEFAULT_MAX_CONCURRENT_TASKS,
     max_concurrent_activities: int = DEFAULT_MAX_CONCURRENT_TASKS,
+    max_concurrent_local_activities: int = DEFAULT_MAX_CONCURRENT_TASKS,
     workflow_task_poller_behavior: PollerBehavior = DEFAULT_POLLERS,
     activity_task_poller_behavior: PollerBehavior = DEFAULT_POLLERS,
 ) -> Worker:
@@ -75,6 +76,7 @@ def build_worker(
         max_cached_workflows=max_cached_workflows,
         max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
         max_concurrent_activities=max_concurrent_activities,
+        max_concurrent_local_activities=max_concurrent_local_activities,
         workflow_task_poller_behavior=workflow_task_poller_behavior,
         activity_task_poller_behavior=activity_task_poller_behavior,
     )
