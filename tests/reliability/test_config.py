@@ -56,6 +56,7 @@ REFUSED = [
     ("TOCSIN_WORKER_MAX_CACHED_WORKFLOWS", "lots", "valid integer"),
     ("TOCSIN_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS", "1", "greater than or equal to 2"),
     ("TOCSIN_WORKER_MAX_CONCURRENT_ACTIVITIES", "0", "greater than or equal to 1"),
+    ("TOCSIN_WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES", "0", "greater than or equal to 1"),
     ("TOCSIN_WORKER_WORKFLOW_TASK_POLLERS", "1", "expected a number of pollers (at least 2) or 'auto', got '1'"),
     ("TOCSIN_WORKER_ACTIVITY_TASK_POLLERS", "some", "expected a number of pollers (at least 1) or 'auto', got 'some'"),
 ]
