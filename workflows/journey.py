@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -73,6 +74,18 @@ def wait_label(round_: c.Round) -> str:
 def batch_label(run: c.RunView) -> str:
     """A batch's timer: `batch closes 2027-03-01 08:10:00 UTC → email` (the step its close activates)."""
     return f"batch closes {moment(run.due_at)} → {run.current_step}" if run.due_at else f"batch → {run.current_step}"
+
+
+@dataclass(frozen=True)
+class Call:
+    """One activity of the run loop: what it runs, on what, and how (JourneyWorkflow.start)."""
+
+    activity: str
+    request: c.Message
+    result_type: type[Any]
+    summary: str
+    send: bool = False  # dispatch_delivery, not one of the engine's decisions
+    instant: bool = False  # a send through an instant channel (Round.instant_send)
 
 
 class CancelRequested(Exception):
@@ -168,10 +181,12 @@ class JourneyWorkflow:
                 workflow.set_current_details(f"{details(round_)}; feedback deadline {moment(deadline)}")
                 if await self.sleep_until(deadline, f"feedback deadline {moment(deadline)} · step {step}"):
                     await self.act(
-                        "tocsin.settle_feedback_deadline",
-                        c.DeliveryRequest(delivery_id=delivery.id, now=workflow.now()),
-                        c.DeliveryView,
-                        f"feedback deadline · step {step}",
+                        Call(
+                            "tocsin.settle_feedback_deadline",
+                            c.DeliveryRequest(delivery_id=delivery.id, now=workflow.now()),
+                            c.DeliveryView,
+                            f"feedback deadline · step {step}",
+                        )
                     )
                 return
             # In flight awaiting feedback, or not branchable: only a wake (or the safety re-check) helps.
@@ -188,10 +203,12 @@ class JourneyWorkflow:
             return
         if delivery.attempt_count >= round_.retry.max_attempts:
             await self.act(
-                "tocsin.exhaust_delivery",
-                c.DeliveryRequest(delivery_id=delivery.id, now=workflow.now()),
-                c.DeliveryView,
-                f"retries exhausted · step {step} · {delivery.attempt_count} attempts",
+                Call(
+                    "tocsin.exhaust_delivery",
+                    c.DeliveryRequest(delivery_id=delivery.id, now=workflow.now()),
+                    c.DeliveryView,
+                    f"retries exhausted · step {step} · {delivery.attempt_count} attempts",
+                )
             )
             return
         retry_at = self.retry_time(round_, delivery)
@@ -213,9 +230,8 @@ class JourneyWorkflow:
 
     async def progress(self) -> c.Round:
         step = f"step {self.last.run.current_step}" if self.last else "start"
-        round_: c.Round = await self.act(
-            "tocsin.progress_run", c.RoundRequest(run_id=self.run_id, now=workflow.now()), c.Round, f"decide · {step}"
-        )
+        request = c.RoundRequest(run_id=self.run_id, now=workflow.now())
+        round_: c.Round = await self.act(Call("tocsin.progress_run", request, c.Round, f"decide · {step}"))
         self.last = round_
         self.publish(round_.run)
         workflow.set_current_details(details(round_))
@@ -224,68 +240,49 @@ class JourneyWorkflow:
     async def dispatch(self, round_: c.Round, delivery: c.DeliveryView) -> None:
         attempt = delivery.attempt_count + 1
         await self.act(
-            "tocsin.dispatch_delivery",
-            c.DispatchRequest(delivery_id=delivery.id, attempt=attempt, now=workflow.now()),
-            c.DeliveryView,
-            f"send {delivery.channel} · step {round_.run.current_step} · attempt {attempt}",
-            send=True,
-            instant=round_.instant_send,
+            Call(
+                "tocsin.dispatch_delivery",
+                c.DispatchRequest(delivery_id=delivery.id, attempt=attempt, now=workflow.now()),
+                c.DeliveryView,
+                f"send {delivery.channel} · step {round_.run.current_step} · attempt {attempt}",
+                send=True,
+                instant=round_.instant_send,
+            )
         )
 
-    async def act(
-        self,
-        activity: str,
-        request: c.Message,
-        result_type: type[Any],
-        summary: str,
-        *,
-        send: bool = False,
-        instant: bool = False,
-    ) -> Any:
+    async def act(self, call: Call) -> Any:
         """One of the run loop's activities. A cancellation requested through Temporal while it runs lets it
         finish (a send half made helps nobody) and stops the loop before anything else starts."""
         if self.cancel_requested:
             raise CancelRequested
-        handle = self.start(activity, request, result_type, summary, send=send, instant=instant)
+        handle = self.start(call)
         try:
             return await asyncio.shield(handle)
         except asyncio.CancelledError:
             self.cancel_requested = True
             return await handle
 
-    def start(
-        self,
-        activity: str,
-        request: c.Message,
-        result_type: type[Any],
-        summary: str,
-        *,
-        send: bool = False,
-        instant: bool = False,
-    ) -> workflow.ActivityHandle[Any]:
+    def start(self, call: Call) -> workflow.ActivityHandle[Any]:
         """A decision, or a send through an instant channel: a local activity (LOCAL_ACTIVITIES). Any other send: an
         activity task with a heartbeat. In histories recorded before that patch, every one an activity task, a
         decision's with the engine's short timeout."""
-        if (instant or not send) and workflow.patched(LOCAL_ACTIVITIES):
+        common: dict[str, Any] = {"result_type": call.result_type, "summary": call.summary, "retry_policy": INFRA_RETRY}
+        if (call.instant or not call.send) and workflow.patched(LOCAL_ACTIVITIES):
+            # Every retry waits on a durable timer, not in the worker: it survives the worker, the history shows
+            # it, and a time-skipping test server skips it.
             return workflow.start_local_activity(
-                activity,
-                request,
-                result_type=result_type,
-                summary=summary,
-                retry_policy=INFRA_RETRY,
+                call.activity,
+                call.request,
                 start_to_close_timeout=ENGINE_TIMEOUT,
-                # Every retry waits on a durable timer, not in the worker: it survives the worker, the history
-                # shows it, and a time-skipping test server skips it.
                 local_retry_threshold=LOCAL_RETRY_THRESHOLD,
+                **common,
             )
         return workflow.start_activity(
-            activity,
-            request,
-            result_type=result_type,
-            summary=summary,
-            retry_policy=INFRA_RETRY,
-            start_to_close_timeout=SEND_TIMEOUT if send else ENGINE_TIMEOUT,
-            heartbeat_timeout=SEND_HEARTBEAT if send else None,
+            call.activity,
+            call.request,
+            start_to_close_timeout=SEND_TIMEOUT if call.send else ENGINE_TIMEOUT,
+            heartbeat_timeout=SEND_HEARTBEAT if call.send else None,
+            **common,
         )
 
     async def sleep_until(self, until: datetime, summary: str) -> bool:
@@ -303,7 +300,7 @@ class JourneyWorkflow:
 
     async def cancel_run(self, tenant_id: str, reason: str, summary: str) -> c.RunView:
         request = c.CancelRunRequest(run_id=self.run_id, tenant_id=tenant_id, reason=reason, now=workflow.now())
-        run: c.RunView = await self.start("tocsin.cancel_run", request, c.RunView, summary)
+        run: c.RunView = await self.start(Call("tocsin.cancel_run", request, c.RunView, summary))
         return run
 
     def publish(self, run: c.RunView) -> None:
