@@ -282,9 +282,12 @@ async def measure(
             next((rss for waiting, rss in samples if waiting >= WARMUP + runs * q / 4), found.rss_kib)
             for q in (1, 2, 3)
         ]
+        # Printed now, not only in the tables at the end: a long run stopped later still leaves its figures.
         print(
-            f"# {config.label}: {runs} runs waiting after {found.fill_s:.1f} s; RSS MB with 1/4, 1/2, 3/4 of them "
-            f"waiting, then all: {', '.join(mb(kib) for kib in [*quarters, found.rss_kib])}; cached {found.cached:.0f}",
+            f"# {config.label}: {runs} runs waiting after {found.fill_s:.1f} s; RSS MB after the warm-up "
+            f"{mb(found.rss_before_kib)}, with 1/4, 1/2, 3/4 of them waiting, then all: "
+            f"{', '.join(mb(kib) for kib in [*quarters, found.rss_kib])} (peak {mb(found.hwm_kib)}, "
+            f"{found.per_run_kib:.1f} KiB/run); cached {found.cached:.0f}",
             flush=True,
         )
         # The runs started first: evicted by now when the cache is small. A run's second wake finds it cached
