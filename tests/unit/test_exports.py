@@ -118,3 +118,9 @@ def test_a_workflow_module_loads_no_other_workflow() -> None:
     assert (JourneyWorkflow.__name__, ReconcileWorkflow.__name__) == ("JourneyWorkflow", "ReconcileWorkflow")
     with pytest.raises(AttributeError, match="no attribute 'NoSuchWorkflow'"):
         getattr(tocsin.workflows, "NoSuchWorkflow")  # noqa: B009
+
+
+def test_a_worker_does_not_load_the_migrations_tool() -> None:
+    """alembic is ~13 MB of a worker's RSS, and a worker never migrates: it is imported by `migrate` only."""
+    probe = "import sys; import tocsin.cli.app, tocsin.temporal.worker; print('alembic' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout == "False\n"
