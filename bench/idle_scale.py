@@ -401,6 +401,8 @@ def summary(results: list[Found]) -> str:
             hot, cold = Stats(tuple(cached)).p50, Stats(tuple(evicted)).p50
             parts.append(f"an evicted run's wake {ms(cold)} ms p50 vs {ms(hot)} ms cached ({cold / hot:.1f}x)")
     runs = results[0].runs if results else 0
+    if not parts:  # --only picked bare configurations alone
+        return f"idle_scale: {runs} runs waiting: no tocsin configuration was run"
     return f"idle_scale: {runs} runs waiting on one tocsin worker: " + "; ".join(parts) + " (goal: < 300 MB)"
 
 
