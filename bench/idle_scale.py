@@ -282,9 +282,12 @@ async def measure(
             next((rss for waiting, rss in samples if waiting >= WARMUP + runs * q / 4), found.rss_kib)
             for q in (1, 2, 3)
         ]
+        # Printed now, not only in the tables at the end: a long run stopped later still leaves its figures.
         print(
-            f"# {config.label}: {runs} runs waiting after {found.fill_s:.1f} s; RSS MB with 1/4, 1/2, 3/4 of them "
-            f"waiting, then all: {', '.join(mb(kib) for kib in [*quarters, found.rss_kib])}; cached {found.cached:.0f}",
+            f"# {config.label}: {runs} runs waiting after {found.fill_s:.1f} s; RSS MB after the warm-up "
+            f"{mb(found.rss_before_kib)}, with 1/4, 1/2, 3/4 of them waiting, then all: "
+            f"{', '.join(mb(kib) for kib in [*quarters, found.rss_kib])} (peak {mb(found.hwm_kib)}, "
+            f"{found.per_run_kib:.1f} KiB/run); cached {found.cached:.0f}",
             flush=True,
         )
         # The runs started first: evicted by now when the cache is small. A run's second wake finds it cached
@@ -398,6 +401,8 @@ def summary(results: list[Found]) -> str:
             hot, cold = Stats(tuple(cached)).p50, Stats(tuple(evicted)).p50
             parts.append(f"an evicted run's wake {ms(cold)} ms p50 vs {ms(hot)} ms cached ({cold / hot:.1f}x)")
     runs = results[0].runs if results else 0
+    if not parts:  # --only picked bare configurations alone
+        return f"idle_scale: {runs} runs waiting: no tocsin configuration was run"
     return f"idle_scale: {runs} runs waiting on one tocsin worker: " + "; ".join(parts) + " (goal: < 300 MB)"
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import tocsin
+import tocsin.workflows
 
 PUBLIC = [
     "Attempt",
@@ -101,3 +102,25 @@ TYPE_CHECKING_IMPORTS = _type_checking_imports()
 
 def test_type_checkers_see_exactly_the_public_names() -> None:
     assert sorted(TYPE_CHECKING_IMPORTS) == PUBLIC
+
+
+def test_a_workflow_module_loads_no_other_workflow() -> None:
+    """The workflow sandbox re-imports a run's workflow module, its package with it, for every run a worker
+    holds: a journey's run must not carry a copy of the reconcile workflow (bench/RESULTS.md, issue 14 goal 4)."""
+    probe = (
+        "import json, sys; import tocsin.workflows.journey; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('tocsin.workflows'))))"
+    )
+    loaded = json.loads(subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True).stdout)
+    assert loaded == ["tocsin.workflows", "tocsin.workflows.journey"]
+    from tocsin.workflows import JourneyWorkflow, ReconcileWorkflow
+
+    assert (JourneyWorkflow.__name__, ReconcileWorkflow.__name__) == ("JourneyWorkflow", "ReconcileWorkflow")
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchWorkflow'"):
+        getattr(tocsin.workflows, "NoSuchWorkflow")  # noqa: B009
+
+
+def test_a_worker_does_not_load_the_migrations_tool() -> None:
+    """alembic is ~13 MB of a worker's RSS, and a worker never migrates: it is imported by `migrate` only."""
+    probe = "import sys; import tocsin.cli.app, tocsin.temporal.worker; print('alembic' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout == "False\n"

@@ -8,12 +8,10 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlencode
 
 import asyncpg
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, event
 from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
@@ -22,6 +20,9 @@ from sqlalchemy.pool import NullPool, QueuePool
 
 from tocsin.core.definitions import WorkflowDefinition
 from tocsin.db import queries as q
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any fixed 64-bit number: serializes concurrent `migrate()` calls from several workers.
@@ -217,6 +218,10 @@ async def driver_failed(
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
+    # alembic is imported to migrate, not with the database layer: a worker never migrates, and alembic is ~13 MB
+    # of a worker's RSS (bench/RESULTS.md, "Issue 14 goal 4").
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = connection
@@ -327,10 +332,10 @@ class Database:
             return conn, transaction
 
     async def migrate(self, revision: str = "head") -> None:
-        await self._alembic(command.upgrade, revision)
+        await self._alembic("upgrade", revision)
 
     async def downgrade(self, revision: str = "base") -> None:
-        await self._alembic(command.downgrade, revision)
+        await self._alembic("downgrade", revision)
 
     async def current_revision(self) -> str | None:
         async with self.engine.connect() as conn:
@@ -339,10 +344,12 @@ class Database:
             revision: str | None = await conn.scalar(q.CURRENT_REVISION)
             return revision
 
-    async def _alembic(self, action: object, revision: str) -> None:
+    async def _alembic(self, action: Literal["upgrade", "downgrade"], revision: str) -> None:
+        from alembic import command
+
         def run(sync_conn: Connection) -> None:
             sync_conn.execute(q.TAKE_MIGRATION_LOCK, {"key": MIGRATION_LOCK})
-            action(alembic_config(sync_conn), revision)  # type: ignore[operator]
+            getattr(command, action)(alembic_config(sync_conn), revision)
 
         # A migration may rewrite a large table: it runs on a connection of its own without the statement
         # timeouts (and waits for another host's migration on the lock as long as that takes).
