@@ -77,7 +77,8 @@
     const source = new EventSource("v1/inbox/stream?token=" + encodeURIComponent(token));
     source.addEventListener("item", function () { arrived().catch(fail); });
     source.addEventListener("counts", function (event) { setCounts(JSON.parse(event.data)); });
-    source.addEventListener("open", function () { status.textContent = ""; });
+    // On every (re)connect, catch up: an item that landed before the stream was open sent no event here.
+    source.addEventListener("open", function () { status.textContent = ""; arrived().catch(fail); });
     source.addEventListener("error", function () { status.textContent = "Reconnecting..."; });
   }
 
