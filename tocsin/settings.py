@@ -50,7 +50,7 @@ POLLER_MINIMUMS = {"worker_workflow_task_pollers": 2, "worker_activity_task_poll
 
 class WorkerTuning(TypedDict):
     """The SDK worker's options that decide what one worker process holds and runs at once: build_worker's
-    keyword arguments of the same names (bench/RESULTS.md, "Idle scale", measures what the cache costs)."""
+    keyword arguments of the same names (bench/RESULTS.md, "Issue 14 goal 4", measures what the cache costs)."""
 
     max_cached_workflows: int
     max_concurrent_workflow_tasks: int

@@ -63,7 +63,7 @@ def build_worker(
 
     The tuning options are the SDK worker's (`tocsin worker` reads them from TOCSIN_WORKER_*, see
     tocsin.settings.WorkerTuning). `max_cached_workflows` bounds the memory: a cached waiting run costs the
-    worker's RSS (bench/RESULTS.md, "Idle scale"); an evicted one is replayed from its history when it wakes.
+    worker's RSS (bench/RESULTS.md, "Issue 14 goal 4"); an evicted one is replayed from its history when it wakes.
     """
     journey = JourneyActivities(db, channels if channels is not None else builtin_channels(), policy=policy)
     reconcile = ReconcileActivities(db, client, task_queue=task_queue)
