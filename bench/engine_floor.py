@@ -17,6 +17,8 @@ caller, tocsin's pool has as many), in rounds that interleave the operations and
 in even rounds, the floor first in odd ones). Time per operation = the batch's wall time / its operations.
 `ratio` = floor time / tocsin time: 1.0 would mean tocsin adds nothing to its SQL. After the rounds, the rows
 of every floor instance are compared with tocsin's (state, step, activation, reasons, transitions, deliveries).
+Each measured round starts with an ANALYZE of the database (what autovacuum does on a live server), so that
+both sides' prepared statements are planned with the statistics of tables that have rows.
 
 `--profile N`: cProfile of N sequential calls of one operation (default the advance), by package and by
 function, instead of the rounds.
@@ -351,6 +353,12 @@ async def rounds(db: Database, target_url: str, args: argparse.Namespace) -> lis
         for callers in args.callers:
             for number in range(-1, args.rounds):  # round -1 warms the pools and prepares the statements
                 size = 2 * callers if number < 0 else args.ops
+                if number >= 0:
+                    # Fresh statistics before each measured round, as autovacuum keeps them on a live server. Without
+                    # them a statement prepared while the tables were nearly empty keeps the generic plan it got then:
+                    # RUN_BY_TRIGGER_KEY's picked an index on tenant_id alone and read every run of the tenant
+                    # (create_run fell from 0.78 to 0.2 of the floor over a --full run; bench/RESULTS.md).
+                    await checker.execute("ANALYZE")
                 for key, operation in OPERATIONS.items():
                     mine = await prepare(db, operation, size)
                     theirs = await prepare(db, operation, size)
