@@ -7,6 +7,7 @@ without pulling in the database and client layers.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
@@ -44,13 +45,24 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tocsin' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+def _lazy_exports(namespace: dict[str, Any], exports: dict[str, str]) -> Callable[[str], Any]:
+    """A package's module `__getattr__` that imports each of `exports` (name -> module) at its first use and
+    keeps it in the package's `namespace`. Here, not in a module of its own: `import tocsin` loads no other
+    tocsin module, and tocsin.testing and tocsin.workflows use it too."""
+    package = namespace["__name__"]
+
+    def __getattr__(name: str) -> Any:
+        module = exports.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        namespace[name] = value
+        return value
+
+    return __getattr__
+
+
+__getattr__ = _lazy_exports(globals(), _EXPORTS)
 
 
 if TYPE_CHECKING:

@@ -7,8 +7,9 @@ the journey workflow a reconcile tick) in the worker's memory.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from tocsin import _lazy_exports
 
 _EXPORTS = {
     "JourneyWorkflow": "tocsin.workflows.journey",
@@ -18,13 +19,7 @@ _EXPORTS = {
 __all__ = ["JourneyWorkflow", "ReconcileWorkflow"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tocsin.workflows' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = _lazy_exports(globals(), _EXPORTS)
 
 
 if TYPE_CHECKING:

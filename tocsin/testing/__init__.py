@@ -14,8 +14,9 @@ Names are imported lazily: pytest imports this package for the plugin in every t
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from tocsin import _lazy_exports
 
 _EXPORTS = {
     "ACTIONS": "tocsin.testing.channels",
@@ -30,13 +31,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tocsin.testing' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = _lazy_exports(globals(), _EXPORTS)
 
 
 if TYPE_CHECKING:
