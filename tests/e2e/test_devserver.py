@@ -42,6 +42,7 @@ from tocsin.db import tables as t
 from tocsin.engine import registry
 from tocsin.engine.dispatch import dispatch_delivery
 from tocsin.examples import example
+from tocsin.temporal.starter import wake_journey
 from tocsin.temporal.worker import SANDBOX, reconcile_schedule_id
 from tocsin.testing import eventually
 from tocsin.workflows import JourneyWorkflow
@@ -319,7 +320,7 @@ async def executions(client: Client, wid: str, status: str | None = None) -> lis
     return [w.status async for w in client.list_workflows(query)]
 
 
-async def test_the_sweep_stops_the_run_of_a_terminated_workflow_instead_of_restarting_it(tocsin_on_dev: Tocsin) -> None:
+async def test_a_wake_does_not_restart_a_terminated_workflow_and_the_sweep_stops_its_run(tocsin_on_dev: Tocsin) -> None:
     await tocsin_on_dev.register_definition(MENTION)
     run = await tocsin_on_dev.start_run(
         workflow_key="mention_escalation",
@@ -340,6 +341,11 @@ async def test_the_sweep_stops_the_run_of_a_terminated_workflow_instead_of_resta
     assert "ada@example.com" not in (await description.static_details() or "x ada@example.com")
     await handle.terminate(reason="an operator's Terminate")
     await eventually(lambda: executions(client, wid, "Terminated"), what="the termination to be visible")
+    # A provider's late report wakes the run (still waiting in Postgres): the wake does not undo the Terminate.
+    (in_app,) = (await tocsin_on_dev.get_run(run.id, tenant_id="acme")).deliveries
+    await tocsin_on_dev.record_delivery_outcome(in_app.id, tenant_id="acme", outcome="delivered")
+    assert await executions(client, wid) == [WorkflowExecutionStatus.TERMINATED]
+    assert (await tocsin_on_dev.get_run(run.id, tenant_id="acme")).run.state == "waiting"
 
     report = await sweep(tocsin_on_dev)
 
@@ -378,6 +384,9 @@ async def test_the_sweep_restarts_a_failed_workflow_and_its_run_finishes(
             await client.get_workflow_handle(wid).result()
     assert (await tocsin.get_run(run.id, tenant_id="acme")).run.state == "active"
     await eventually(lambda: executions(client, wid, "Failed"), what="the failure to be visible")
+    # A wake from the API leaves the failed execution to the sweep (it starts nothing).
+    await wake_journey(client, run.id, task_queue=queue)
+    assert await executions(client, wid) == [WorkflowExecutionStatus.FAILED]
 
     # The fix deployed: the sweep starts the workflow again and the run finishes.
     async with build_worker(client, db, task_queue=queue, channels={"in_app": InAppChannel()}):

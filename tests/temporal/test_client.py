@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 from journeys import ESCALATION, deliveries, snapshot, start
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.service import RetryConfig
+from temporalio.service import RetryConfig, RPCError
 
 from tocsin import Tocsin
 from tocsin.core.errors import DeliveryNotFound, InvalidRequest, RunNotFound
@@ -16,6 +16,7 @@ from tocsin.core.models import Run
 from tocsin.db import Database
 from tocsin.engine import reads
 from tocsin.engine.runs import mark_workflow_started
+from tocsin.temporal.starter import wake_journey
 from tocsin.testing import Journeys, start_time_skipping_server
 
 
@@ -88,6 +89,22 @@ async def test_seen_and_read_receipts_are_stamped_once(journeys: Journeys) -> No
     assert [i.id for i in await t.inbox(tenant_id="acme", recipient="user:42")] == [item.id]
     assert (await journeys.run_to_end(run)).run.terminal_reason == "signal:notification.read"
     assert (await t.mark_read(item.id, tenant_id="acme")).read_at == read.read_at
+
+
+async def test_a_wake_starts_the_workflow_of_a_run_that_has_none(journeys: Journeys) -> None:
+    # A run whose start never reached Temporal (the process died between the commit and the start).
+    run = await start(journeys.db, ESCALATION, now=datetime.now(UTC))
+    t = journeys.tocsin
+    with pytest.raises(RPCError):
+        await t.temporal.get_workflow_handle(run.workflow_id).describe()
+
+    await wake_journey(t.temporal, run.id, task_queue=t.task_queue)
+
+    detail = await journeys.until(run, lambda d: d.run.state == "waiting", what="the started workflow to wait")
+    # The workflow sent the first step (one attempt, whatever the recording channel answered) and now sleeps.
+    assert [d.attempt_count for d in detail.deliveries] == [1]
+    description = await t.temporal.get_workflow_handle(run.workflow_id).describe()
+    assert description.status == WorkflowExecutionStatus.RUNNING
 
 
 async def test_list_runs_pages_newest_first(journeys: Journeys) -> None:

@@ -6,7 +6,13 @@ import uuid
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from tocsin.core import contracts as c
@@ -84,9 +90,20 @@ async def notify_journey(client: Client, run: Run, *, task_queue: str) -> None:
 
 
 async def wake_journey(client: Client, run_id: uuid.UUID, *, task_queue: str) -> None:
-    """Tell a run's workflow that its rows changed; a workflow that was lost is started again.
+    """Tell a run's workflow that its rows changed; a run whose workflow never started is started.
 
-    Signal-with-start: the hint reaches the running workflow, or starts one (USE_EXISTING never makes a
-    twin). Only call it for runs that are not finished, or a closed workflow would be started again.
+    Signal-with-start: the hint reaches the running workflow (USE_EXISTING never makes a twin), or starts one
+    where the id has no execution yet. A closed one (an operator's Terminate, a failure) is not started again
+    (REJECT_DUPLICATE): that is the reconcile sweep's to decide, which stops a terminated one's run and restarts a
+    failed one. Only call it for runs that are not finished.
     """
-    await start_or_find(client, run_id, task_queue=task_queue, start_signal=c.WAKE_SIGNAL)
+    try:
+        await start_or_find(
+            client,
+            run_id,
+            task_queue=task_queue,
+            start_signal=c.WAKE_SIGNAL,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+    except WorkflowAlreadyStartedError:
+        pass  # closed: the rows keep the change, and the reconcile sweep settles the run
