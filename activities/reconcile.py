@@ -87,7 +87,8 @@ class ReconcileActivities:
     @activity.defn(name="tocsin.reconcile")
     async def reconcile(self, request: c.ReconcileRequest) -> c.ReconcileReport:
         grace = timedelta(seconds=request.grace_seconds)
-        # Before the overdue waits: waking one would start a terminated workflow again.
+        # Before the overdue waits: a failed workflow restarted here is one their wakes can reach (a wake never
+        # starts a closed workflow again).
         settled: dict[str, list[uuid.UUID]] = {"stopped": [], "restarted": []}
         for execution in await self.closed_journeys():
             try:
