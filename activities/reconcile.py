@@ -60,7 +60,7 @@ class ReconcileActivities:
         )
         closed = []
         async for execution in self.client.list_workflows(query, limit=BATCH):
-            # An execution restarted since (by an earlier sweep, or a signal) stays listed: its successor runs.
+            # An execution an earlier sweep restarted stays listed: its successor runs.
             latest = await self.client.get_workflow_handle(execution.id).describe()
             if latest.run_id == execution.run_id:
                 closed.append(execution)
