@@ -11,7 +11,7 @@ from temporalio import activity
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 
 from tocsin.core import contracts as c
-from tocsin.core.models import workflow_id
+from tocsin.core.models import Run, workflow_id
 from tocsin.core.vocabulary import UNFINISHED_RUN_STATES
 from tocsin.db import Database
 from tocsin.engine.reconcile import (
@@ -20,7 +20,7 @@ from tocsin.engine.reconcile import (
     progress_overdue_runs,
     settle_overdue_feedback,
     stop_terminated_run,
-    unfinished_run,
+    unfinished_runs,
     unstarted_runs,
 )
 from tocsin.temporal.starter import start_journey, wake_journey
@@ -51,26 +51,37 @@ class ReconcileActivities:
             return False
         return True
 
-    async def closed_journeys(self) -> list[WorkflowExecution]:
-        """The queue's journeys whose latest execution closed with their run unfinished, as visibility says."""
+    async def closed_journeys(self) -> list[tuple[WorkflowExecution, Run]]:
+        """The queue's journeys whose latest execution closed with their run unfinished, and those runs.
+
+        Visibility lists the candidates; a closed execution's search attributes never change, so those an earlier
+        sweep settled stay listed until retention removes them. One read of Postgres says which runs are still
+        unfinished, so a settled one costs no describe; a describe of the others says whether the listed
+        execution is still the latest (one an earlier sweep restarted has a successor)."""
         query = CLOSED_UNFINISHED.format(
             workflow=c.JOURNEY_WORKFLOW,
             queue=self.task_queue,
             states=", ".join(f'"{state}"' for state in UNFINISHED_RUN_STATES),
         )
-        closed = []
+        listed: list[tuple[WorkflowExecution, uuid.UUID]] = []
         async for execution in self.client.list_workflows(query, limit=BATCH):
-            # An execution an earlier sweep restarted stays listed: its successor runs.
+            try:
+                listed.append((execution, uuid.UUID(execution.id.removeprefix(workflow_id("")))))
+            except ValueError:  # a journey workflow someone started by hand: no run of tocsin's
+                log.warning("reconcile: the closed workflow %s is not a run's", execution.id)
+        runs = await unfinished_runs(self.db, [run_id for _, run_id in listed])
+        closed = []
+        for execution, run_id in listed:
+            run = runs.get(run_id)
+            if run is None:  # finished: settled by an earlier sweep, or the workflow closed after its last commit
+                continue
             latest = await self.client.get_workflow_handle(execution.id).describe()
             if latest.run_id == execution.run_id:
-                closed.append(execution)
+                closed.append((execution, run))
         return closed
 
-    async def settle_closed(self, execution: WorkflowExecution, now: datetime) -> tuple[str, uuid.UUID] | None:
+    async def settle_closed(self, execution: WorkflowExecution, run: Run, now: datetime) -> tuple[str, uuid.UUID]:
         """A terminated workflow's run is stopped; a failed (or timed out) one is started again (SPEC 14)."""
-        run = await unfinished_run(self.db, uuid.UUID(execution.id.removeprefix(workflow_id(""))))
-        if run is None:  # finished after all (the workflow closed between its commit and its last upsert)
-            return None
         if execution.status == WorkflowExecutionStatus.TERMINATED:
             await stop_terminated_run(self.db, run, now=now)
             log.info("reconcile: stopped run %s, its workflow was terminated", run.id, extra={"run_id": str(run.id)})
@@ -90,14 +101,13 @@ class ReconcileActivities:
         # Before the overdue waits: a failed workflow restarted here is one their wakes can reach (a wake never
         # starts a closed workflow again).
         settled: dict[str, list[uuid.UUID]] = {"stopped": [], "restarted": []}
-        for execution in await self.closed_journeys():
+        for execution, run in await self.closed_journeys():
             try:
-                outcome = await self.settle_closed(execution, request.now)
+                kind, run_id = await self.settle_closed(execution, run, request.now)
             except Exception:
                 log.exception("reconcile: could not settle the closed workflow %s", execution.id)
                 continue
-            if outcome is not None:
-                settled[outcome[0]].append(outcome[1])
+            settled[kind].append(run_id)
         started: list[uuid.UUID] = []
         for run in await unstarted_runs(self.db, now=request.now, grace=grace):
             # One run that cannot be started must not keep the sweep from the others (nor the lost timers).

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -35,11 +36,11 @@ from tocsin.channels import OutboundMessage, SendReceipt, TemporaryDeliveryError
 from tocsin.core.errors import InvalidRequest
 from tocsin.db import Database
 from tocsin.db import queries as q
-from tocsin.engine import create_run, progress_run
+from tocsin.engine import cancel_run, create_run, progress_run
 from tocsin.engine.dispatch import dispatch_delivery
 from tocsin.engine.feedback import record_delivery_outcome, settle_feedback_deadline, settle_feedback_deadlines
 from tocsin.engine.preferences import set_recipient
-from tocsin.engine.reconcile import overdue_sends, settle_overdue_feedback
+from tocsin.engine.reconcile import overdue_sends, settle_overdue_feedback, unfinished_runs
 from tocsin.engine.registry import register_definition
 
 # --- conditions (SPEC 11.1) -----------------------------------------------------------------------------------
@@ -527,3 +528,18 @@ async def test_the_sweep_finds_sends_whose_time_passed_and_feedback_overdue_past
     assert await settle_overdue_feedback(db, now=deadline + grace - timedelta(seconds=1), grace=grace) == []
     (settled,) = await settle_overdue_feedback(db, now=deadline + grace, grace=grace)
     assert (settled.id, settled.status, settled.terminal_at) == (awaiting.id, "succeeded", deadline)
+
+
+async def test_the_sweep_reads_which_runs_of_closed_workflows_are_unfinished_in_one_read(
+    db: Database, t0: datetime
+) -> None:
+    open_run = await start(db, WINDOWED, now=t0, data={"tz": "America/New_York", "actor": "Ada"})
+    done = await start(db, WINDOWED, now=t0, data={"tz": "America/New_York", "actor": "Ada"})
+    await cancel_run(db, done.id, tenant_id=TENANT, reason="done", now=t0)
+    gone = uuid.uuid4()  # a workflow whose run is not in this database
+
+    found = await unfinished_runs(db, [open_run.id, done.id, gone])
+
+    assert list(found) == [open_run.id]
+    assert found[open_run.id].state == "active"
+    assert await unfinished_runs(db, []) == {}

@@ -4,9 +4,9 @@ was lost, and overdue feedback deadlines."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from tocsin.core.errors import RunNotFound
 from tocsin.core.models import Delivery, Progress, Run
 from tocsin.db import Database, store
 from tocsin.db import queries as q
@@ -47,14 +47,14 @@ async def settle_overdue_feedback(
     return await settle_feedback_deadlines(db, now=now, limit=limit, overdue_by=grace)
 
 
-async def unfinished_run(db: Database, run_id: uuid.UUID) -> Run | None:
-    """The run, if it exists and may still change: what the sweep asks before acting on a closed workflow."""
+async def unfinished_runs(db: Database, run_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Run]:
+    """The runs among `run_ids` that exist and may still change, by id: what the sweep asks, in one read, before
+    acting on closed workflows."""
+    if not run_ids:
+        return {}
     async with db.transaction() as conn:
-        try:
-            run = await store.get_run(conn, run_id)
-        except RunNotFound:
-            return None
-    return None if run.finished else run
+        runs = await store.fetch_all(conn, Run, q.UNFINISHED_RUNS_BY_ID, run_ids=list(run_ids))
+    return {run.id: run for run in runs}
 
 
 async def stop_terminated_run(db: Database, run: Run, *, now: datetime) -> Run:
