@@ -252,11 +252,11 @@ RECIPIENT_RUNS_FOR_UPDATE = (
 )
 TARGET_RUN_FOR_UPDATE = RECIPIENT_RUNS_FOR_UPDATE.where(R.c.id == _p("run_id"))
 
-# Runs committed but never handed to Temporal (the process died between the two steps of start_run).
 # The runs among a list of ids that may still change (the reconcile sweep's check of closed workflows).
 UNFINISHED_RUNS_BY_ID = select(R).where(
     R.c.id == any_(bindparam("run_ids", type_=ARRAY(UUID(as_uuid=True)))), R.c.state.in_(UNFINISHED_RUN_STATES)
 )
+# Runs committed but never handed to Temporal (the process died between the two steps of start_run).
 UNSTARTED_RUNS = (
     select(R)
     .where(R.c.workflow_started.is_(False), R.c.state.in_(UNFINISHED_RUN_STATES), R.c.created_at <= _p("created_by"))
