@@ -344,7 +344,9 @@ async def test_a_wake_does_not_restart_a_terminated_workflow_and_the_sweep_stops
     # A provider's late report wakes the run (still waiting in Postgres): the wake does not undo the Terminate.
     (in_app,) = (await tocsin_on_dev.get_run(run.id, tenant_id="acme")).deliveries
     await tocsin_on_dev.record_delivery_outcome(in_app.id, tenant_id="acme", outcome="delivered")
-    assert await executions(client, wid) == [WorkflowExecutionStatus.TERMINATED]
+    # describe() reads the id's latest execution at once (a list may lag behind a start).
+    latest = await client.get_workflow_handle(wid).describe()
+    assert (latest.run_id, latest.status) == (description.run_id, WorkflowExecutionStatus.TERMINATED)
     assert (await tocsin_on_dev.get_run(run.id, tenant_id="acme")).run.state == "waiting"
 
     report = await sweep(tocsin_on_dev)
@@ -385,8 +387,10 @@ async def test_the_sweep_restarts_a_failed_workflow_and_its_run_finishes(
     assert (await tocsin.get_run(run.id, tenant_id="acme")).run.state == "active"
     await eventually(lambda: executions(client, wid, "Failed"), what="the failure to be visible")
     # A wake from the API leaves the failed execution to the sweep (it starts nothing).
+    failed = await client.get_workflow_handle(wid).describe()
     await wake_journey(client, run.id, task_queue=queue)
-    assert await executions(client, wid) == [WorkflowExecutionStatus.FAILED]
+    latest = await client.get_workflow_handle(wid).describe()
+    assert (latest.run_id, latest.status) == (failed.run_id, WorkflowExecutionStatus.FAILED)
 
     # The fix deployed: the sweep starts the workflow again and the run finishes.
     async with build_worker(client, db, task_queue=queue, channels={"in_app": InAppChannel()}):
